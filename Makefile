@@ -1,0 +1,59 @@
+# dbtier front door. Every target bootstraps what it needs (`make setup` is idempotent).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV      := .venv
+PY        := $(VENV)/bin/python
+BIN       := $(CURDIR)/$(VENV)/bin
+STAMP     := $(VENV)/.installed
+SYSSTAMP  := .run/.system-deps
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+.PHONY: help setup system-deps lint test test-quick test-molecule test-terraform demo demo-down bench lock clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+$(SYSSTAMP): scripts/install-system-deps.sh
+	@mkdir -p .run
+	bash scripts/install-system-deps.sh
+	@touch $@
+
+$(STAMP): requirements/lock.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip wheel
+	$(PY) -m pip install -q -r requirements/lock.txt
+	$(PY) -m pip install -q --no-deps -e .
+	@touch $@
+
+system-deps: $(SYSSTAMP)  ## install the Debian packages the tests need
+
+setup: $(SYSSTAMP) $(STAMP)  ## create .venv with the pinned dependencies and install Debian packages
+
+lint: setup  ## ruff, yamllint, ansible-lint
+	$(BIN)/ruff check src tests library scripts
+	$(BIN)/ruff format --check src tests library scripts
+	$(BIN)/yamllint -s .
+	$(BIN)/ansible-lint -q
+
+test: lint  ## lint, then the whole pytest suite (Molecule and Terraform included)
+	$(BIN)/pytest
+
+test-quick: setup  ## unit and integration tests without Molecule and Terraform apply
+	$(BIN)/pytest -m "not molecule and not terraform_apply"
+
+demo: setup  ## local stack: start, migrate, show status
+	bash scripts/demo.sh up
+
+demo-down: setup  ## stop and remove the local stack
+	bash scripts/demo.sh down
+
+lock:  ## re-resolve requirements/dev.in into requirements/lock.txt
+	rm -rf .run/lockvenv && python3 -m venv .run/lockvenv
+	.run/lockvenv/bin/pip install -q --upgrade pip && .run/lockvenv/bin/pip install -q -r requirements/dev.in
+	.run/lockvenv/bin/pip freeze --exclude-editable > requirements/lock.txt
+
+clean:  ## remove the venv and run state (stops the demo first)
+	-bash scripts/demo.sh down
+	rm -rf $(VENV) .run

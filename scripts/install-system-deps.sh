@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that dbtier's tests and demo need. Idempotent: only missing
+# packages are installed, and `apt-get update` runs only when something is missing.
+set -euo pipefail
+
+PACKAGES=(
+  postgresql-15 postgresql-client-15   # the server the tests start, pg_dump/pg_restore/psql
+  pgbouncer                            # the real pooler the tests start
+  podman runc debootstrap uidmap       # the local container stack and Molecule
+  iproute2 make
+)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-system-deps: missing Debian packages: ${missing[*]} (run as root or install them)" >&2
+  exit 1
+fi
+echo "install-system-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian starts the packaged services; the tests start their own instances on free ports.
+for svc in pgbouncer postgresql; do
+  systemctl disable --now "$svc" >/dev/null 2>&1 || service "$svc" stop >/dev/null 2>&1 || true
+done

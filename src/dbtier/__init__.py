@@ -1,0 +1,3 @@
+"""dbtier: operations tooling for the mockupAWS PostgreSQL tier."""
+
+__version__ = "1.0.0"

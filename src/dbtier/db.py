@@ -1,0 +1,61 @@
+"""Connections: a libpq URL or the usual PG* environment variables; passwords never shown."""
+
+from __future__ import annotations
+
+import os
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from .errors import Unreachable, UsageError
+
+APPLICATION_NAME = "dbtier"
+
+
+def resolve_dsn(dsn: str | None) -> str:
+    """The explicit DSN, else $DATABASE_URL, else "" (libpq then reads PGHOST, PGPORT, ...)."""
+    return dsn if dsn is not None else os.environ.get("DATABASE_URL", "")
+
+
+def describe(dsn: str) -> str:
+    """user@host:port/dbname for messages, with defaults from the PG* variables, no password."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise UsageError(f"invalid connection string: {first_line(exc)}") from None
+    host = params.get("host") or os.environ.get("PGHOST") or "local socket"
+    port = params.get("port") or os.environ.get("PGPORT") or "5432"
+    user = params.get("user") or os.environ.get("PGUSER") or os.environ.get("USER", "?")
+    dbname = params.get("dbname") or os.environ.get("PGDATABASE") or user
+    return f"{user}@{host}:{port}/{dbname}"
+
+
+def connect(dsn: str | None = None, *, autocommit: bool = False) -> psycopg.Connection:
+    """Open a connection or raise Unreachable with a one-line reason (never the password)."""
+    dsn = resolve_dsn(dsn)
+    where = describe(dsn)
+    try:
+        conn = psycopg.connect(
+            dsn,
+            autocommit=autocommit,
+            application_name=APPLICATION_NAME,
+            connect_timeout=int(os.environ.get("PGCONNECT_TIMEOUT", "10")),
+        )
+    except psycopg.OperationalError as exc:
+        raise Unreachable(f"cannot connect to {where}: {reason(exc)}") from None
+    return conn
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def reason(exc: psycopg.OperationalError) -> str:
+    """The useful part of a libpq connection error (the last non-empty line names the cause)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    last = lines[-1]
+    # libpq prefixes: 'connection to server at "h" (ip), port p failed: FATAL:  ...'
+    return last.split("failed: ", 1)[-1]
