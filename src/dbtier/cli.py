@@ -1,0 +1,205 @@
+"""The `dbtier` command line. Every failure is one line on stderr and a documented exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from . import __version__, db, migrations, views
+from .errors import EXIT_OK, DbtierError, UsageError
+
+
+def default_migrations_dir() -> str:
+    """$DBTIER_MIGRATIONS, else files/sql of the checkout, else the installed copy."""
+    if env := os.environ.get("DBTIER_MIGRATIONS"):
+        return env
+    here = Path(__file__).resolve()
+    for candidate in (here.parents[2] / "files" / "sql", Path("/opt/dbtier/sql")):
+        if candidate.is_dir():
+            return str(candidate)
+    return "files/sql"
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
+    if args.json:
+        print(json.dumps(payload, indent=2, default=str))
+    else:
+        print(text)
+
+
+def _steps_text(title: str, result: migrations.RunResult) -> str:
+    lines = [f"{title}: version {result.before_version} -> {result.after_version}"]
+    for index in result.rebuilt_indexes:
+        lines.append(f"  rebuild INVALID index {index}")
+    for step in result.steps:
+        mode = "" if step["transactional"] else "  [no transaction]"
+        took = f"  ({step['execution_ms']} ms)" if "execution_ms" in step else ""
+        lines.append(f"  {step['direction']:<4} {step['file']}{mode}{took}")
+    if not result.steps and not result.rebuilt_indexes:
+        lines.append("  nothing to do")
+    return "\n".join(lines)
+
+
+def _result_payload(result: migrations.RunResult, dsn: str | None) -> dict[str, Any]:
+    return {
+        "database": db.describe(db.resolve_dsn(dsn)),
+        "changed": result.changed,
+        "before_version": result.before_version,
+        "after_version": result.after_version,
+        "steps": result.steps,
+        "rebuilt_indexes": result.rebuilt_indexes,
+    }
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    report = _say if not args.quiet else (lambda _m: None)
+    if args.action in ("up", "down"):
+        result = migrations.migrate(
+            args.dsn,
+            args.path,
+            args.action,
+            args.target,
+            allow_drift=args.allow_drift,
+            lock_timeout=args.lock_timeout,
+            ddl_lock_timeout=args.ddl_lock_timeout,
+            report=report,
+        )
+        _emit(args, _result_payload(result, args.dsn), _steps_text(f"migrate {args.action}", result))
+    elif args.action == "plan":
+        result = migrations.plan(
+            args.dsn, args.path, args.direction, args.target, allow_drift=args.allow_drift
+        )
+        _emit(args, _result_payload(result, args.dsn), _steps_text("plan", result))
+    elif args.action == "status":
+        state = migrations.status(args.dsn, args.path)
+        _emit(args, state, _status_text(state))
+        if state["drift"]:
+            return 3
+    elif args.action == "repair":
+        changed = migrations.repair(args.dsn, args.path, lock_timeout=args.lock_timeout,
+                                    report=report)
+        _emit(args, {"repaired": changed}, f"repaired: {', '.join(changed) or 'nothing'}")
+    return EXIT_OK
+
+
+def _status_text(state: dict[str, Any]) -> str:
+    lines = [
+        f"database {state['database']} (PostgreSQL {state['server_version']}): "
+        f"version {state['current_version']} of {state['latest_version']}",
+        f"  {'VERSION':<8} {'STATE':<13} {'APPLIED AT':<26} {'MS':>7}  NAME",
+    ]
+    for row in state["migrations"]:
+        applied = (row["applied_at"] or "-")[:25]
+        took = "-" if row["execution_ms"] is None else str(row["execution_ms"])
+        lines.append(
+            f"  {row['version']:<8} {row['state']:<13} {applied:<26} {took:>7}  {row['name']}"
+        )
+    lines += [f"  DRIFT: {problem}" for problem in state["drift"]]
+    lines += [f"  INVALID INDEX: {name}" for name in state["invalid_indexes"]]
+    return "\n".join(lines)
+
+
+def cmd_refresh_views(args: argparse.Namespace) -> int:
+    results = views.refresh(args.dsn, args.view or None, concurrently=not args.blocking,
+                            report=_say)
+    _emit(
+        args,
+        {"refreshed": results},
+        "\n".join(f"refreshed {r['view']} ({r['mode']}) in {r['execution_ms']} ms" for r in results),
+    )
+    return EXIT_OK
+
+
+def _version(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a migration version: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"not a migration version: {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dbtier",
+        description="Operations tooling for the mockupAWS PostgreSQL tier.",
+        epilog="Connection: --dsn URL, else $DATABASE_URL, else the PG* variables. "
+        "Exit codes: 0 ok, 1 failed, 2 bad input, 3 checksum drift, 4 lock timeout, "
+        "5 cannot connect.",
+    )
+    parser.add_argument("--version", action="version", version=f"dbtier {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--dsn", help="libpq URL or key=value string (default: $DATABASE_URL / PG*)")
+    common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    mig = sub.add_parser("migrate", help="versioned SQL migrations (files/sql)")
+    mig_sub = mig.add_subparsers(dest="action", required=True, metavar="ACTION")
+    mig_common = argparse.ArgumentParser(add_help=False, parents=[common])
+    mig_common.add_argument("--path", default=default_migrations_dir(),
+                            help="migrations directory (default: %(default)s)")
+    mig_common.add_argument("--allow-drift", action="store_true",
+                            help="proceed although applied files changed (see 'repair')")
+    locking = argparse.ArgumentParser(add_help=False)
+    locking.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS",
+                         help="wait this long for another run's migration lock (default 60)")
+    locking.add_argument("--ddl-lock-timeout", metavar="DURATION",
+                         help="PostgreSQL lock_timeout for the migration session, e.g. 10s")
+    up = mig_sub.add_parser("up", parents=[mig_common, locking], help="apply pending migrations")
+    up.add_argument("--target", type=_version, help="stop at this version (default: latest)")
+    down = mig_sub.add_parser("down", parents=[mig_common, locking],
+                              help="revert applied migrations above --target")
+    down.add_argument("--target", type=_version, required=True,
+                      help="revert down to this version (0 = everything)")
+    pl = mig_sub.add_parser("plan", parents=[mig_common], help="what up/down would run")
+    pl.add_argument("direction", nargs="?", choices=["up", "down"], default="up")
+    pl.add_argument("--target", type=_version)
+    mig_sub.add_parser("status", parents=[mig_common],
+                       help="applied/pending/drifted migrations, INVALID indexes (exit 3 on drift)")
+    mig_sub.add_parser("repair", parents=[mig_common, locking],
+                       help="accept changed files: set the ledger's checksums to the files'")
+    mig.set_defaults(func=cmd_migrate)
+
+    rv = sub.add_parser("refresh-views", parents=[common],
+                        help="REFRESH MATERIALIZED VIEW CONCURRENTLY for the reporting views")
+    rv.add_argument("view", nargs="*", help=f"views (default: {', '.join(views.VIEWS)})")
+    rv.add_argument("--blocking", action="store_true",
+                    help="plain REFRESH (locks readers out; needed only for a never-populated view)")
+    rv.set_defaults(func=cmd_refresh_views)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except DbtierError as exc:
+        print(f"dbtier: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except psycopg.Error as exc:
+        print(f"dbtier: error: PostgreSQL: {db.first_line(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("dbtier: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+
+__all__ = ["UsageError", "main"]

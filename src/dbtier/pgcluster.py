@@ -1,0 +1,140 @@
+"""Scratch PostgreSQL clusters on this machine: tests, the demo, deep verify and PITR drills.
+
+PostgreSQL refuses to run as root, so when we are root every server command runs as the
+`postgres` OS user (runuser) and the data and socket directories belong to it.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import DbtierError
+
+SERVER_USER = "postgres"
+
+
+def pg_bindir(major: int = 15) -> Path:
+    """The server binaries of a PostgreSQL major version (Debian layout, else PATH)."""
+    debian = Path(f"/usr/lib/postgresql/{major}/bin")
+    if (debian / "postgres").exists():
+        return debian
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    raise DbtierError(f"PostgreSQL {major} server binaries not found (install postgresql-{major})")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _as_server_user(cmd: list[str]) -> list[str]:
+    if os.geteuid() == 0:
+        return ["runuser", "-u", SERVER_USER, "--", *cmd]
+    return cmd
+
+
+def chown_to_server_user(path: Path) -> None:
+    if os.geteuid() == 0:
+        entry = pwd.getpwnam(SERVER_USER)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+@dataclass
+class LocalCluster:
+    """A PostgreSQL cluster in `base` (data in base/data, socket and log beside it)."""
+
+    base: Path
+    port: int = field(default_factory=free_port)
+    major: int = 15
+    superuser: str = "postgres"
+    settings: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def datadir(self) -> Path:
+        return self.base / "data"
+
+    @property
+    def logfile(self) -> Path:
+        return self.base / "postgres.log"
+
+    @property
+    def sockdir(self) -> Path:
+        return self.base
+
+    def dsn(self, dbname: str = "postgres", user: str | None = None) -> str:
+        return f"postgresql://{user or self.superuser}@127.0.0.1:{self.port}/{dbname}"
+
+    def _run(self, cmd: list[str], what: str) -> None:
+        proc = subprocess.run(_as_server_user(cmd), capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            detail = (proc.stderr or proc.stdout).strip().splitlines()
+            raise DbtierError(f"{what} failed: {detail[-1] if detail else proc.returncode}")
+
+    def init(self) -> None:
+        """initdb with trust auth on loopback only (a scratch cluster, never reachable)."""
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.base.chmod(0o755)
+        chown_to_server_user(self.base)
+        if (self.datadir / "PG_VERSION").exists():
+            return
+        self._run(
+            [str(pg_bindir(self.major) / "initdb"), "-D", str(self.datadir), "-U", self.superuser,
+             "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync"],
+            "initdb",
+        )
+
+    def is_running(self) -> bool:
+        proc = subprocess.run(
+            _as_server_user([str(pg_bindir(self.major) / "pg_ctl"), "status", "-D",
+                             str(self.datadir)]),
+            capture_output=True, check=False,
+        )
+        return proc.returncode == 0
+
+    def start(self, timeout: int = 60) -> None:
+        options = {
+            "port": str(self.port),
+            "listen_addresses": "'127.0.0.1'",
+            "unix_socket_directories": f"'{self.sockdir}'",
+            "fsync": "off",  # scratch data only: durability is not what these clusters are for
+            **self.settings,
+        }
+        opts = " ".join(f"-c {k}={v}" for k, v in options.items())
+        self._run(
+            [str(pg_bindir(self.major) / "pg_ctl"), "start", "-D", str(self.datadir), "-w",
+             "-t", str(timeout), "-l", str(self.logfile), "-o", opts],
+            f"starting PostgreSQL on 127.0.0.1:{self.port} (log: {self.logfile})",
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        if self.datadir.exists() and self.is_running():
+            self._run(
+                [str(pg_bindir(self.major) / "pg_ctl"), "stop", "-D", str(self.datadir), "-m",
+                 mode, "-w"],
+                "stopping PostgreSQL",
+            )
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        isready = str(pg_bindir(self.major) / "pg_isready")
+        while time.monotonic() < deadline:
+            proc = subprocess.run([isready, "-h", "127.0.0.1", "-p", str(self.port)],
+                                  capture_output=True, check=False)
+            if proc.returncode == 0:
+                return
+            time.sleep(0.2)
+        raise DbtierError(f"PostgreSQL on 127.0.0.1:{self.port} not ready after {timeout}s")
+
+    def destroy(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.base, ignore_errors=True)

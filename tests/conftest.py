@@ -1,0 +1,63 @@
+"""Shared fixtures: a real PostgreSQL 15 cluster for the session, a fresh database per test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from dbtier.pgcluster import LocalCluster
+
+ROOT = Path(__file__).resolve().parents[1]
+SQL_DIR = ROOT / "files" / "sql"
+VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[LocalCluster]:
+    # Not under pytest's tmp dir: that is private to root, and the server runs as postgres.
+    base = Path(tempfile.mkdtemp(prefix="dbtier-pg-", dir="/tmp"))
+    cluster = LocalCluster(base=base, settings={"max_connections": "200"})
+    cluster.init()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def database(pg_cluster: LocalCluster) -> Iterator[str]:
+    """DSN of a new, empty database; dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_cluster.dsn(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield pg_cluster.dsn(name)
+    finally:
+        with psycopg.connect(pg_cluster.dsn(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def run_dbtier(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
+               ) -> subprocess.CompletedProcess[str]:
+    """The real CLI in a child process, as an operator runs it."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [str(VENV_BIN / "dbtier"), *args],
+        capture_output=True, text=True, env=full_env, timeout=timeout, check=False,
+    )
+
+
+@pytest.fixture
+def dbtier_cli():
+    return run_dbtier
