@@ -48,13 +48,20 @@ def database(pg_cluster: LocalCluster) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def run_dbtier(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
-               ) -> subprocess.CompletedProcess[str]:
+def run_dbtier(
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
     """The real CLI in a child process, as an operator runs it."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
         [str(VENV_BIN / "dbtier"), *args],
-        capture_output=True, text=True, env=full_env, timeout=timeout, check=False,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        check=False,
     )
 
 

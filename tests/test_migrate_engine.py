@@ -92,8 +92,10 @@ def test_index_names_found_with_and_without_options() -> None:
     [
         ({"0001_a.up.sql": "SELECT 1;"}, "has no down file (expected 0001_a.down.sql)"),
         ({"0001_a.down.sql": "SELECT 1;"}, "has no matching up file"),
-        ({"1_a.up.sql": "", "1_a.down.sql": "", "01_b.up.sql": "", "01_b.down.sql": ""},
-         "duplicate migration version 1"),
+        (
+            {"1_a.up.sql": "", "1_a.down.sql": "", "01_b.up.sql": "", "01_b.down.sql": ""},
+            "duplicate migration version 1",
+        ),
         ({"add_table.sql": "SELECT 1;"}, "unexpected file name add_table.sql"),
         ({"0000_a.up.sql": "", "0000_a.down.sql": ""}, "versions start at 1"),
     ],
@@ -114,7 +116,10 @@ def test_up_is_idempotent_and_down_up_round_trips(database: str, tmp_path: Path)
     assert (first.before_version, first.after_version) == (0, 3)
     rows = ledger(database)
     assert [(r[0], r[1], r[3], r[4]) for r in rows] == [
-        (1, "items", True, True), (2, "items_index", True, False), (3, "colors", True, True)]
+        (1, "items", True, True),
+        (2, "items_index", True, False),
+        (3, "colors", True, True),
+    ]
     assert rows[0][2] == migrations.sha256_file(path / "0001_items.up.sql")
 
     second = migrations.migrate(database, path)
@@ -150,7 +155,10 @@ def test_plan_changes_nothing_not_even_the_ledger(database: str, tmp_path: Path)
     path = write(tmp_path / "sql", BASIC)
     result = migrations.plan(database, path)
     assert [s["file"] for s in result.steps] == [
-        "0001_items.up.sql", "0002_items_index.up.sql", "0003_colors.up.sql"]
+        "0001_items.up.sql",
+        "0002_items_index.up.sql",
+        "0003_colors.up.sql",
+    ]
     assert result.steps[1]["transactional"] is False
     assert ledger(database) == [] and tables(database) == set()
 
@@ -161,10 +169,15 @@ def test_failed_migration_rolls_back_and_leaves_ledger_as_before(
     path = write(tmp_path / "sql", {k: v for k, v in BASIC.items() if k.startswith("0001")})
     migrations.migrate(database, path)
     before = ledger(database)
-    write(path, {
-        "0002_broken.up.sql": "CREATE TABLE half (x int);\nINSERT INTO half VALUES (1);\nSELEC 1;",
-        "0002_broken.down.sql": "DROP TABLE half;",
-    })
+    write(
+        path,
+        {
+            "0002_broken.up.sql": (
+                "CREATE TABLE half (x int);\nINSERT INTO half VALUES (1);\nSELEC 1;"
+            ),
+            "0002_broken.down.sql": "DROP TABLE half;",
+        },
+    )
     proc = dbtier_cli("migrate", "up", "--dsn", database, "--path", str(path))
     assert proc.returncode == 1
     err = proc.stderr.strip().splitlines()
@@ -210,14 +223,29 @@ def test_applied_migration_whose_file_disappeared_is_drift(database: str, tmp_pa
 
 
 def test_concurrent_runs_apply_each_migration_once(database: str, tmp_path: Path) -> None:
-    path = write(tmp_path / "sql", {
-        "0001_slow.up.sql": "SELECT pg_sleep(2);\nCREATE TABLE slow (x int);",
-        "0001_slow.down.sql": "DROP TABLE slow;",
-    })
-    cmd = [str(VENV_BIN / "dbtier"), "migrate", "up", "--json", "--dsn", database,
-           "--path", str(path), "--lock-timeout", "30"]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    path = write(
+        tmp_path / "sql",
+        {
+            "0001_slow.up.sql": "SELECT pg_sleep(2);\nCREATE TABLE slow (x int);",
+            "0001_slow.down.sql": "DROP TABLE slow;",
+        },
+    )
+    cmd = [
+        str(VENV_BIN / "dbtier"),
+        "migrate",
+        "up",
+        "--json",
+        "--dsn",
+        database,
+        "--path",
+        str(path),
+        "--lock-timeout",
+        "30",
+    ]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outputs = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     applied = sorted(len(json.loads(out)["steps"]) for out, _ in outputs)
@@ -234,8 +262,9 @@ def test_lock_timeout_names_the_holder(database: str, tmp_path: Path, dbtier_cli
         holder.execute("SELECT pg_advisory_lock(%s)", (migrations.LOCK_KEY,))
         pid = holder.info.backend_pid
         started = time.monotonic()
-        proc = dbtier_cli("migrate", "up", "--dsn", database, "--path", str(path),
-                          "--lock-timeout", "1")
+        proc = dbtier_cli(
+            "migrate", "up", "--dsn", database, "--path", str(path), "--lock-timeout", "1"
+        )
         assert time.monotonic() - started < 20
     assert proc.returncode == 4
     assert f"held by pid {pid}" in proc.stderr
@@ -245,21 +274,25 @@ def test_lock_timeout_names_the_holder(database: str, tmp_path: Path, dbtier_cli
 def test_invalid_index_from_failed_concurrent_build_is_rebuilt(
     database: str, tmp_path: Path, dbtier_cli
 ) -> None:
-    path = write(tmp_path / "sql", {
-        "0001_t.up.sql": "CREATE TABLE t (x int);\nINSERT INTO t VALUES (1), (1), (2);",
-        "0001_t.down.sql": "DROP TABLE t;",
-        "0002_unique.up.sql": (
-            "-- dbtier:no-transaction\n"
-            "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS idx_t_x ON t (x);\n"
-        ),
-        "0002_unique.down.sql": "-- dbtier:no-transaction\nDROP INDEX CONCURRENTLY idx_t_x;\n",
-    })
+    path = write(
+        tmp_path / "sql",
+        {
+            "0001_t.up.sql": "CREATE TABLE t (x int);\nINSERT INTO t VALUES (1), (1), (2);",
+            "0001_t.down.sql": "DROP TABLE t;",
+            "0002_unique.up.sql": (
+                "-- dbtier:no-transaction\n"
+                "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS idx_t_x ON t (x);\n"
+            ),
+            "0002_unique.down.sql": "-- dbtier:no-transaction\nDROP INDEX CONCURRENTLY idx_t_x;\n",
+        },
+    )
     proc = dbtier_cli("migrate", "up", "--dsn", database, "--path", str(path))
     assert proc.returncode == 1
     assert "0002_unique.up.sql failed: could not create unique index" in proc.stderr
     assert [r[0] for r in ledger(database)] == [1]
-    status = json.loads(dbtier_cli("migrate", "status", "--json", "--dsn", database,
-                                   "--path", str(path)).stdout)
+    status = json.loads(
+        dbtier_cli("migrate", "status", "--json", "--dsn", database, "--path", str(path)).stdout
+    )
     assert status["invalid_indexes"] == ["public.idx_t_x"]
     assert migrations.plan(database, path).rebuilt_indexes == ["public.idx_t_x"]
 
@@ -275,19 +308,36 @@ def test_invalid_index_from_failed_concurrent_build_is_rebuilt(
     assert valid is True
 
 
-def test_bad_input_gets_one_line_and_exit_code(
-    database: str, tmp_path: Path, dbtier_cli
-) -> None:
+def test_bad_input_gets_one_line_and_exit_code(database: str, tmp_path: Path, dbtier_cli) -> None:
     path = write(tmp_path / "sql", BASIC)
     cases = [
-        (["migrate", "up", "--dsn", database, "--path", str(path), "--target", "7"], 2,
-         "unknown migration version 7 (known: 0, 1, 2, 3)"),
-        (["migrate", "down", "--dsn", database, "--path", str(path), "--target", "9"], 2,
-         "unknown migration version 9"),
-        (["migrate", "up", "--dsn", database, "--path", str(tmp_path / "nope")], 2,
-         "migrations directory not found"),
-        (["migrate", "status", "--dsn", "postgresql://app:s3cr3tpw@127.0.0.1:1/x",
-          "--path", str(path)], 5, "cannot connect to app@127.0.0.1:1/x"),
+        (
+            ["migrate", "up", "--dsn", database, "--path", str(path), "--target", "7"],
+            2,
+            "unknown migration version 7 (known: 0, 1, 2, 3)",
+        ),
+        (
+            ["migrate", "down", "--dsn", database, "--path", str(path), "--target", "9"],
+            2,
+            "unknown migration version 9",
+        ),
+        (
+            ["migrate", "up", "--dsn", database, "--path", str(tmp_path / "nope")],
+            2,
+            "migrations directory not found",
+        ),
+        (
+            [
+                "migrate",
+                "status",
+                "--dsn",
+                "postgresql://app:s3cr3tpw@127.0.0.1:1/x",
+                "--path",
+                str(path),
+            ],
+            5,
+            "cannot connect to app@127.0.0.1:1/x",
+        ),
     ]
     for args, code, message in cases:
         proc = dbtier_cli(*args)
@@ -302,12 +352,18 @@ def test_ddl_lock_timeout_stops_a_migration_stuck_behind_a_lock(
 ) -> None:
     path = write(tmp_path / "sql", {k: v for k, v in BASIC.items() if k.startswith("0001")})
     migrations.migrate(database, path)
-    write(path, {"0002_col.up.sql": "ALTER TABLE items ADD COLUMN note text;",
-                 "0002_col.down.sql": "ALTER TABLE items DROP COLUMN note;"})
+    write(
+        path,
+        {
+            "0002_col.up.sql": "ALTER TABLE items ADD COLUMN note text;",
+            "0002_col.down.sql": "ALTER TABLE items DROP COLUMN note;",
+        },
+    )
     with psycopg.connect(database) as blocker:
         blocker.execute("SELECT * FROM items")  # holds ACCESS SHARE until rollback
-        proc = dbtier_cli("migrate", "up", "--dsn", database, "--path", str(path),
-                          "--ddl-lock-timeout", "500ms")
+        proc = dbtier_cli(
+            "migrate", "up", "--dsn", database, "--path", str(path), "--ddl-lock-timeout", "500ms"
+        )
         blocker.rollback()
     assert proc.returncode == 1
     assert "canceling statement due to lock timeout" in proc.stderr

@@ -75,7 +75,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             ddl_lock_timeout=args.ddl_lock_timeout,
             report=report,
         )
-        _emit(args, _result_payload(result, args.dsn), _steps_text(f"migrate {args.action}", result))
+        _emit(
+            args, _result_payload(result, args.dsn), _steps_text(f"migrate {args.action}", result)
+        )
     elif args.action == "plan":
         result = migrations.plan(
             args.dsn, args.path, args.direction, args.target, allow_drift=args.allow_drift
@@ -87,8 +89,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         if state["drift"]:
             return 3
     elif args.action == "repair":
-        changed = migrations.repair(args.dsn, args.path, lock_timeout=args.lock_timeout,
-                                    report=report)
+        changed = migrations.repair(
+            args.dsn, args.path, lock_timeout=args.lock_timeout, report=report
+        )
         _emit(args, {"repaired": changed}, f"repaired: {', '.join(changed) or 'nothing'}")
     return EXIT_OK
 
@@ -111,12 +114,15 @@ def _status_text(state: dict[str, Any]) -> str:
 
 
 def cmd_refresh_views(args: argparse.Namespace) -> int:
-    results = views.refresh(args.dsn, args.view or None, concurrently=not args.blocking,
-                            report=_say)
+    results = views.refresh(
+        args.dsn, args.view or None, concurrently=not args.blocking, report=_say
+    )
     _emit(
         args,
         {"refreshed": results},
-        "\n".join(f"refreshed {r['view']} ({r['mode']}) in {r['execution_ms']} ms" for r in results),
+        "\n".join(
+            f"refreshed {r['view']} ({r['mode']}) in {r['execution_ms']} ms" for r in results
+        ),
     )
     return EXIT_OK
 
@@ -141,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"dbtier {__version__}")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--dsn", help="libpq URL or key=value string (default: $DATABASE_URL / PG*)")
+    common.add_argument(
+        "--dsn", help="libpq URL or key=value string (default: $DATABASE_URL / PG*)"
+    )
     common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     common.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -149,35 +157,66 @@ def build_parser() -> argparse.ArgumentParser:
     mig = sub.add_parser("migrate", help="versioned SQL migrations (files/sql)")
     mig_sub = mig.add_subparsers(dest="action", required=True, metavar="ACTION")
     mig_common = argparse.ArgumentParser(add_help=False, parents=[common])
-    mig_common.add_argument("--path", default=default_migrations_dir(),
-                            help="migrations directory (default: %(default)s)")
-    mig_common.add_argument("--allow-drift", action="store_true",
-                            help="proceed although applied files changed (see 'repair')")
+    mig_common.add_argument(
+        "--path",
+        default=default_migrations_dir(),
+        help="migrations directory (default: %(default)s)",
+    )
+    mig_common.add_argument(
+        "--allow-drift",
+        action="store_true",
+        help="proceed although applied files changed (see 'repair')",
+    )
     locking = argparse.ArgumentParser(add_help=False)
-    locking.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS",
-                         help="wait this long for another run's migration lock (default 60)")
-    locking.add_argument("--ddl-lock-timeout", metavar="DURATION",
-                         help="PostgreSQL lock_timeout for the migration session, e.g. 10s")
+    locking.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="wait this long for another run's migration lock (default 60)",
+    )
+    locking.add_argument(
+        "--ddl-lock-timeout",
+        metavar="DURATION",
+        help="PostgreSQL lock_timeout for the migration session, e.g. 10s",
+    )
     up = mig_sub.add_parser("up", parents=[mig_common, locking], help="apply pending migrations")
     up.add_argument("--target", type=_version, help="stop at this version (default: latest)")
-    down = mig_sub.add_parser("down", parents=[mig_common, locking],
-                              help="revert applied migrations above --target")
-    down.add_argument("--target", type=_version, required=True,
-                      help="revert down to this version (0 = everything)")
+    down = mig_sub.add_parser(
+        "down", parents=[mig_common, locking], help="revert applied migrations above --target"
+    )
+    down.add_argument(
+        "--target",
+        type=_version,
+        required=True,
+        help="revert down to this version (0 = everything)",
+    )
     pl = mig_sub.add_parser("plan", parents=[mig_common], help="what up/down would run")
     pl.add_argument("direction", nargs="?", choices=["up", "down"], default="up")
     pl.add_argument("--target", type=_version)
-    mig_sub.add_parser("status", parents=[mig_common],
-                       help="applied/pending/drifted migrations, INVALID indexes (exit 3 on drift)")
-    mig_sub.add_parser("repair", parents=[mig_common, locking],
-                       help="accept changed files: set the ledger's checksums to the files'")
+    mig_sub.add_parser(
+        "status",
+        parents=[mig_common],
+        help="applied/pending/drifted migrations, INVALID indexes (exit 3 on drift)",
+    )
+    mig_sub.add_parser(
+        "repair",
+        parents=[mig_common, locking],
+        help="accept changed files: set the ledger's checksums to the files'",
+    )
     mig.set_defaults(func=cmd_migrate)
 
-    rv = sub.add_parser("refresh-views", parents=[common],
-                        help="REFRESH MATERIALIZED VIEW CONCURRENTLY for the reporting views")
+    rv = sub.add_parser(
+        "refresh-views",
+        parents=[common],
+        help="REFRESH MATERIALIZED VIEW CONCURRENTLY for the reporting views",
+    )
     rv.add_argument("view", nargs="*", help=f"views (default: {', '.join(views.VIEWS)})")
-    rv.add_argument("--blocking", action="store_true",
-                    help="plain REFRESH (locks readers out; needed only for a never-populated view)")
+    rv.add_argument(
+        "--blocking",
+        action="store_true",
+        help="plain REFRESH (locks readers out; needed only for a never-populated view)",
+    )
     rv.set_defaults(func=cmd_refresh_views)
     return parser
 

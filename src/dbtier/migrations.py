@@ -203,7 +203,8 @@ def load_migrations(directory: str | Path) -> list[Migration]:
             raise UsageError(f"{up_path.name}: versions start at 1 (0 means 'nothing applied')")
         if version not in downs:
             raise UsageError(
-                f"migration {up_path.name} has no down file (expected {version:04d}_{name}.down.sql)"
+                f"migration {up_path.name} has no down file "
+                f"(expected {version:04d}_{name}.down.sql)"
             )
         down_path = downs[version][1]
         migrations.append(
@@ -281,8 +282,17 @@ def _log_history(
         f"INSERT INTO {LEDGER_SCHEMA}.migration_history "
         "(version, name, direction, checksum, success, error, started_at, execution_ms, client) "
         "VALUES (%s, %s, %s, %s, %s, %s, to_timestamp(%s), %s, %s)",
-        (m.version, m.name, direction, m.checksum, error is None, error, wall_start, elapsed_ms,
-         client_id()),
+        (
+            m.version,
+            m.name,
+            direction,
+            m.checksum,
+            error is None,
+            error,
+            wall_start,
+            elapsed_ms,
+            client_id(),
+        ),
     )
 
 
@@ -407,9 +417,7 @@ def migration_lock(
 # --------------------------------------------------------------------------- apply
 
 
-def _repair_invalid_indexes(
-    conn: psycopg.Connection, m: Migration, report: Reporter
-) -> list[str]:
+def _repair_invalid_indexes(conn: psycopg.Connection, m: Migration, report: Reporter) -> list[str]:
     """Drop INVALID indexes this migration creates, so that it builds them again."""
     wanted = {name.lower() for name in index_names(m.up_sql)}
     dropped = []
@@ -589,8 +597,13 @@ def status(dsn: str | None, directory: str | Path) -> dict[str, Any]:
     }
 
 
-def repair(dsn: str | None, directory: str | Path, *, lock_timeout: float = 60.0,
-           report: Reporter = _silent) -> list[str]:
+def repair(
+    dsn: str | None,
+    directory: str | Path,
+    *,
+    lock_timeout: float = 60.0,
+    report: Reporter = _silent,
+) -> list[str]:
     """Accept the current files: set the ledger's checksums to theirs. Returns what changed."""
     migrations = load_migrations(directory)
     dsn = db.resolve_dsn(dsn)
@@ -604,7 +617,8 @@ def repair(dsn: str | None, directory: str | Path, *, lock_timeout: float = 60.0
             wall_start, started = time.time(), time.monotonic()
             with conn.transaction():
                 conn.execute(
-                    f"UPDATE {LEDGER_SCHEMA}.schema_migrations SET checksum = %s WHERE version = %s",
+                    f"UPDATE {LEDGER_SCHEMA}.schema_migrations SET checksum = %s "
+                    "WHERE version = %s",
                     (m.checksum, m.version),
                 )
                 _log_history(conn, m, "repair", started, wall_start, None)

@@ -88,16 +88,29 @@ class LocalCluster:
         if (self.datadir / "PG_VERSION").exists():
             return
         self._run(
-            [str(pg_bindir(self.major) / "initdb"), "-D", str(self.datadir), "-U", self.superuser,
-             "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync"],
+            [
+                str(pg_bindir(self.major) / "initdb"),
+                "-D",
+                str(self.datadir),
+                "-U",
+                self.superuser,
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+            ],
             "initdb",
         )
 
     def is_running(self) -> bool:
         proc = subprocess.run(
-            _as_server_user([str(pg_bindir(self.major) / "pg_ctl"), "status", "-D",
-                             str(self.datadir)]),
-            capture_output=True, check=False,
+            _as_server_user(
+                [str(pg_bindir(self.major) / "pg_ctl"), "status", "-D", str(self.datadir)]
+            ),
+            capture_output=True,
+            check=False,
         )
         return proc.returncode == 0
 
@@ -111,16 +124,34 @@ class LocalCluster:
         }
         opts = " ".join(f"-c {k}={v}" for k, v in options.items())
         self._run(
-            [str(pg_bindir(self.major) / "pg_ctl"), "start", "-D", str(self.datadir), "-w",
-             "-t", str(timeout), "-l", str(self.logfile), "-o", opts],
+            [
+                str(pg_bindir(self.major) / "pg_ctl"),
+                "start",
+                "-D",
+                str(self.datadir),
+                "-w",
+                "-t",
+                str(timeout),
+                "-l",
+                str(self.logfile),
+                "-o",
+                opts,
+            ],
             f"starting PostgreSQL on 127.0.0.1:{self.port} (log: {self.logfile})",
         )
 
     def stop(self, mode: str = "fast") -> None:
         if self.datadir.exists() and self.is_running():
             self._run(
-                [str(pg_bindir(self.major) / "pg_ctl"), "stop", "-D", str(self.datadir), "-m",
-                 mode, "-w"],
+                [
+                    str(pg_bindir(self.major) / "pg_ctl"),
+                    "stop",
+                    "-D",
+                    str(self.datadir),
+                    "-m",
+                    mode,
+                    "-w",
+                ],
                 "stopping PostgreSQL",
             )
 
@@ -128,8 +159,9 @@ class LocalCluster:
         deadline = time.monotonic() + timeout
         isready = str(pg_bindir(self.major) / "pg_isready")
         while time.monotonic() < deadline:
-            proc = subprocess.run([isready, "-h", "127.0.0.1", "-p", str(self.port)],
-                                  capture_output=True, check=False)
+            proc = subprocess.run(
+                [isready, "-h", "127.0.0.1", "-p", str(self.port)], capture_output=True, check=False
+            )
             if proc.returncode == 0:
                 return
             time.sleep(0.2)
