@@ -123,9 +123,10 @@ exit_code:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 try:
+    from psycopg.conninfo import make_conninfo
+
     from dbtier import migrations
     from dbtier.errors import DbtierError
-    from psycopg.conninfo import make_conninfo
 except ImportError:  # pragma: no cover - reported through fail_json below
     HAS_DBTIER = False
 else:
@@ -184,12 +185,18 @@ def main() -> None:
     try:
         if module.check_mode:
             result = migrations.plan(
-                dsn, params["path"], params["state"], params["target"],
+                dsn,
+                params["path"],
+                params["state"],
+                params["target"],
                 allow_drift=params["allow_drift"],
             )
         else:
             result = migrations.migrate(
-                dsn, params["path"], params["state"], params["target"],
+                dsn,
+                params["path"],
+                params["state"],
+                params["target"],
                 allow_drift=params["allow_drift"],
                 lock_timeout=params["lock_timeout"],
                 ddl_lock_timeout=params["ddl_lock_timeout"],

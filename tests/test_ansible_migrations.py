@@ -32,22 +32,37 @@ def playbook(tmp_path: Path, dsn: str, extra: dict | None = None) -> Path:
         **(extra or {}),
     }
     book = tmp_path / "migrate.yml"
-    book.write_text(json.dumps([{
-        "name": "Migrate the test database",
-        "hosts": "localhost",
-        "connection": "local",
-        "gather_facts": False,
-        "roles": [{"role": "migrations", "vars": role_vars}],
-    }]))
+    book.write_text(
+        json.dumps(
+            [
+                {
+                    "name": "Migrate the test database",
+                    "hosts": "localhost",
+                    "connection": "local",
+                    "gather_facts": False,
+                    "roles": [{"role": "migrations", "vars": role_vars}],
+                }
+            ]
+        )
+    )
     return book
 
 
 def ansible_playbook(book: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-           "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "ANSIBLE_NOCOLOR": "1"}
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+        "ANSIBLE_NOCOLOR": "1",
+    }
     return subprocess.run(
         [str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", str(book), *args],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=600, check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=600,
+        check=False,
     )
 
 
@@ -61,8 +76,9 @@ def applied(dsn: str) -> list[int]:
     with psycopg.connect(dsn) as conn:
         if conn.execute("SELECT to_regclass('dbtier.schema_migrations')").fetchone()[0] is None:
             return []
-        return [r[0] for r in conn.execute(
-            "SELECT version FROM dbtier.schema_migrations ORDER BY 1")]
+        return [
+            r[0] for r in conn.execute("SELECT version FROM dbtier.schema_migrations ORDER BY 1")
+        ]
 
 
 def test_role_check_mode_then_apply_then_idempotent(database: str, tmp_path: Path) -> None:
@@ -88,8 +104,9 @@ def test_role_check_mode_then_apply_then_idempotent(database: str, tmp_path: Pat
 
 def test_role_down_to_zero_and_bad_target(database: str, tmp_path: Path) -> None:
     assert ansible_playbook(playbook(tmp_path, database)).returncode == 0
-    down = ansible_playbook(playbook(tmp_path, database,
-                                     {"migrations_state": "down", "migrations_target": 0}))
+    down = ansible_playbook(
+        playbook(tmp_path, database, {"migrations_state": "down", "migrations_target": 0})
+    )
     assert down.returncode == 0, down.stdout + down.stderr
     assert applied(database) == []
 
