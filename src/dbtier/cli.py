@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 
-from . import __version__, db, migrations, views
+from . import __version__, db, migrations, sampledata, views
 from .errors import EXIT_OK, DbtierError, UsageError
 
 
@@ -103,7 +103,7 @@ def _status_text(state: dict[str, Any]) -> str:
         f"  {'VERSION':<8} {'STATE':<13} {'APPLIED AT':<26} {'MS':>7}  NAME",
     ]
     for row in state["migrations"]:
-        applied = (row["applied_at"] or "-")[:25]
+        applied = (row["applied_at"] or "-")[:19].replace("T", " ")
         took = "-" if row["execution_ms"] is None else str(row["execution_ms"])
         lines.append(
             f"  {row['version']:<8} {row['state']:<13} {applied:<26} {took:>7}  {row['name']}"
@@ -124,6 +124,18 @@ def cmd_refresh_views(args: argparse.Namespace) -> int:
             f"refreshed {r['view']} ({r['mode']}) in {r['execution_ms']} ms" for r in results
         ),
     )
+    return EXIT_OK
+
+
+def cmd_sample_data(args: argparse.Namespace) -> int:
+    size = sampledata.SampleSize(
+        scenarios=args.scenarios,
+        logs_per_scenario=args.logs_per_scenario,
+        metrics_per_scenario=args.metrics_per_scenario,
+        days=args.days,
+    )
+    counts = sampledata.load(args.dsn, size)
+    _emit(args, counts, "inserted " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     return EXIT_OK
 
 
@@ -218,6 +230,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="plain REFRESH (locks readers out; needed only for a never-populated view)",
     )
     rv.set_defaults(func=cmd_refresh_views)
+
+    sd = sub.add_parser(
+        "sample-data",
+        parents=[common],
+        help="insert a deterministic sample data set (demo, tests, benchmarks)",
+    )
+    sd.add_argument("--scenarios", type=int, default=20)
+    sd.add_argument("--logs-per-scenario", type=int, default=500)
+    sd.add_argument("--metrics-per-scenario", type=int, default=500)
+    sd.add_argument("--days", type=int, default=900, help="spread of the history in days")
+    sd.set_defaults(func=cmd_sample_data)
     return parser
 
 
