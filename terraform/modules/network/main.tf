@@ -1,0 +1,223 @@
+locals {
+  vpc_id     = var.create_vpc ? aws_vpc.this[0].id : var.vpc_id
+  subnet_ids = var.create_vpc ? aws_subnet.private[*].id : var.existing_subnet_ids
+  vpc_cidr   = var.create_vpc ? var.vpc_cidr : coalesce(var.existing_vpc_cidr, var.vpc_cidr)
+
+  create_flow_key  = var.create_vpc && var.flow_log_kms_key_arn == null
+  flow_kms_key_arn = local.create_flow_key ? aws_kms_key.flow[0].arn : var.flow_log_kms_key_arn
+}
+
+data "aws_caller_identity" "current" {}
+data "aws_region" "current" {}
+data "aws_partition" "current" {}
+
+data "aws_iam_policy_document" "flow_key" {
+  statement {
+    sid       = "AccountAdministers"
+    actions   = ["kms:*"]
+    resources = ["*"]
+    principals {
+      type        = "AWS"
+      identifiers = ["arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:root"]
+    }
+  }
+
+  statement {
+    sid       = "CloudWatchLogsUseTheKey"
+    actions   = ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]
+    resources = ["*"]
+    principals {
+      type        = "Service"
+      identifiers = ["logs.${data.aws_region.current.name}.amazonaws.com"]
+    }
+    condition {
+      test     = "ArnLike"
+      variable = "kms:EncryptionContext:aws:logs:arn"
+      values   = ["arn:${data.aws_partition.current.partition}:logs:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:log-group:/dbtier/${var.name}/*"]
+    }
+  }
+}
+
+resource "aws_kms_key" "flow" {
+  count = local.create_flow_key ? 1 : 0
+
+  description             = "${var.name} VPC flow logs"
+  enable_key_rotation     = true
+  deletion_window_in_days = 30
+  policy                  = data.aws_iam_policy_document.flow_key.json
+  tags                    = var.tags
+}
+
+resource "aws_vpc" "this" {
+  count = var.create_vpc ? 1 : 0
+
+  cidr_block           = var.vpc_cidr
+  enable_dns_support   = true
+  enable_dns_hostnames = true
+
+  tags = merge(var.tags, { Name = var.name })
+}
+
+# No rules at all: nothing may use the default security group.
+resource "aws_default_security_group" "this" {
+  count = var.create_vpc ? 1 : 0
+
+  vpc_id = aws_vpc.this[0].id
+  tags   = merge(var.tags, { Name = "${var.name}-default-deny" })
+}
+
+resource "aws_subnet" "private" {
+  count = var.create_vpc ? length(var.availability_zones) : 0
+
+  vpc_id                  = aws_vpc.this[0].id
+  cidr_block              = var.private_subnet_cidrs[count.index]
+  availability_zone       = var.availability_zones[count.index]
+  map_public_ip_on_launch = false
+
+  tags = merge(var.tags, { Name = "${var.name}-private-${var.availability_zones[count.index]}", Tier = "private" })
+}
+
+resource "aws_cloudwatch_log_group" "flow" {
+  count = var.create_vpc ? 1 : 0
+
+  name              = "/dbtier/${var.name}/vpc-flow"
+  retention_in_days = var.flow_log_retention_days
+  kms_key_id        = local.flow_kms_key_arn
+  tags              = var.tags
+}
+
+data "aws_iam_policy_document" "flow_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["vpc-flow-logs.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "flow" {
+  count = var.create_vpc ? 1 : 0
+
+  name               = "${var.name}-vpc-flow"
+  assume_role_policy = data.aws_iam_policy_document.flow_assume.json
+  tags               = var.tags
+}
+
+data "aws_iam_policy_document" "flow" {
+  count = var.create_vpc ? 1 : 0
+
+  statement {
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
+    resources = ["${aws_cloudwatch_log_group.flow[0].arn}:*"]
+  }
+}
+
+resource "aws_iam_role_policy" "flow" {
+  count = var.create_vpc ? 1 : 0
+
+  name   = "write-flow-logs"
+  role   = aws_iam_role.flow[0].id
+  policy = data.aws_iam_policy_document.flow[0].json
+}
+
+resource "aws_flow_log" "this" {
+  count = var.create_vpc ? 1 : 0
+
+  vpc_id          = aws_vpc.this[0].id
+  traffic_type    = "ALL"
+  log_destination = aws_cloudwatch_log_group.flow[0].arn
+  iam_role_arn    = aws_iam_role.flow[0].arn
+  tags            = var.tags
+}
+
+# --- security groups: app -> PgBouncer 6432; PgBouncer and ops -> RDS 5432; nothing else in ---
+
+resource "aws_security_group" "pgbouncer" {
+  name        = "${var.name}-pgbouncer"
+  description = "PgBouncer hosts: 6432 from the application tier and the NLB"
+  vpc_id      = local.vpc_id
+  tags        = merge(var.tags, { Name = "${var.name}-pgbouncer" })
+}
+
+resource "aws_security_group" "ops" {
+  name        = "${var.name}-ops"
+  description = "Ops and backup host: no inbound, outbound to RDS and HTTPS"
+  vpc_id      = local.vpc_id
+  tags        = merge(var.tags, { Name = "${var.name}-ops" })
+}
+
+resource "aws_security_group" "rds" {
+  name        = "${var.name}-rds"
+  description = "RDS PostgreSQL: 5432 from PgBouncer and the ops host only"
+  vpc_id      = local.vpc_id
+  tags        = merge(var.tags, { Name = "${var.name}-rds" })
+}
+
+resource "aws_vpc_security_group_ingress_rule" "pgbouncer_from_app" {
+  for_each = toset(var.app_cidr_blocks)
+
+  security_group_id = aws_security_group.pgbouncer.id
+  description       = "PgBouncer from application tier ${each.value}"
+  ip_protocol       = "tcp"
+  from_port         = 6432
+  to_port           = 6432
+  cidr_ipv4         = each.value
+}
+
+# The NLB keeps client addresses for instance targets; its health checks come from its own
+# private addresses inside the VPC.
+resource "aws_vpc_security_group_ingress_rule" "pgbouncer_from_nlb" {
+  security_group_id = aws_security_group.pgbouncer.id
+  description       = "PgBouncer health checks from the NLB inside the VPC"
+  ip_protocol       = "tcp"
+  from_port         = 6432
+  to_port           = 6432
+  cidr_ipv4         = local.vpc_cidr
+}
+
+resource "aws_vpc_security_group_ingress_rule" "rds_from_pgbouncer" {
+  security_group_id            = aws_security_group.rds.id
+  description                  = "PostgreSQL from PgBouncer"
+  ip_protocol                  = "tcp"
+  from_port                    = 5432
+  to_port                      = 5432
+  referenced_security_group_id = aws_security_group.pgbouncer.id
+}
+
+resource "aws_vpc_security_group_ingress_rule" "rds_from_ops" {
+  security_group_id            = aws_security_group.rds.id
+  description                  = "PostgreSQL from the ops and backup host"
+  ip_protocol                  = "tcp"
+  from_port                    = 5432
+  to_port                      = 5432
+  referenced_security_group_id = aws_security_group.ops.id
+}
+
+resource "aws_vpc_security_group_egress_rule" "to_rds" {
+  for_each = {
+    pgbouncer = aws_security_group.pgbouncer.id
+    ops       = aws_security_group.ops.id
+  }
+
+  security_group_id            = each.value
+  description                  = "PostgreSQL to RDS"
+  ip_protocol                  = "tcp"
+  from_port                    = 5432
+  to_port                      = 5432
+  referenced_security_group_id = aws_security_group.rds.id
+}
+
+resource "aws_vpc_security_group_egress_rule" "https" {
+  for_each = {
+    for pair in setproduct(["pgbouncer", "ops"], var.egress_https_cidr_blocks) :
+    "${pair[0]}-${pair[1]}" => { sg = pair[0], cidr = pair[1] }
+  }
+
+  security_group_id = each.value.sg == "ops" ? aws_security_group.ops.id : aws_security_group.pgbouncer.id
+  description       = "HTTPS to AWS APIs and package mirrors"
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+  cidr_ipv4         = each.value.cidr
+}

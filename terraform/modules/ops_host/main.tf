@@ -1,0 +1,32 @@
+# User data only bootstraps what Ansible needs to connect; dbtier and its cron are Ansible's job.
+resource "aws_instance" "this" {
+  ami                    = var.ami_id
+  instance_type          = var.instance_type
+  subnet_id              = var.subnet_id
+  vpc_security_group_ids = var.security_group_ids
+  iam_instance_profile   = var.instance_profile_name
+  key_name               = var.ssh_key_name
+  monitoring             = var.detailed_monitoring
+  ebs_optimized          = true
+
+  user_data_base64 = base64encode(templatefile("${path.module}/user_data.sh.tftpl", { hostname = var.name }))
+
+  metadata_options {
+    http_endpoint = "enabled"
+    http_tokens   = "required"
+  }
+
+  root_block_device {
+    volume_type = "gp3"
+    volume_size = var.root_volume_size
+    encrypted   = true
+    kms_key_id  = var.ebs_kms_key_arn
+  }
+
+  tags        = merge(var.tags, { Name = var.name, Role = "ops" })
+  volume_tags = merge(var.tags, { Name = var.name })
+
+  lifecycle {
+    ignore_changes = [ami]
+  }
+}

@@ -1,0 +1,9 @@
+output "host" {
+  description = "The ops host: name, instance id, private IP, availability zone."
+  value = {
+    name              = var.name
+    id                = aws_instance.this.id
+    private_ip        = aws_instance.this.private_ip
+    availability_zone = aws_instance.this.availability_zone
+  }
+}

@@ -1,0 +1,30 @@
+output "hosts" {
+  description = "PgBouncer hosts by name: instance id, private IP, availability zone."
+  value = {
+    for name, i in aws_instance.this : name => {
+      id                = i.id
+      private_ip        = i.private_ip
+      availability_zone = i.availability_zone
+    }
+  }
+}
+
+output "nlb_dns_name" {
+  description = "DNS name of the internal NLB: the address the application connects to."
+  value       = aws_lb.this.dns_name
+}
+
+output "nlb_arn" {
+  description = "ARN of the network load balancer."
+  value       = aws_lb.this.arn
+}
+
+output "port" {
+  description = "PgBouncer port behind the NLB."
+  value       = var.port
+}
+
+output "role_name" {
+  description = "IAM role of the PgBouncer hosts."
+  value       = aws_iam_role.this.name
+}
