@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The local container stack: pod dbtier-local with containers db1, pgbouncer1 and ops1, each
+# booting systemd (/sbin/init) from localhost/dbtier-base:bookworm. The pod shares one network
+# namespace, so the services talk over 127.0.0.1 and nothing is published on the host.
+#
+#   scripts/stack.sh up       create what is missing, start what is stopped (idempotent)
+#   scripts/stack.sh down     remove the containers and the pod
+#   scripts/stack.sh status   list the pod's containers
+#
+# Container names are dbtier-local-<host> (inventories/local/hosts.yml sets ansible_host to them);
+# their hostnames are the inventory names.
+set -euo pipefail
+
+POD="${DBTIER_POD:-dbtier-local}"
+IMAGE="${DBTIER_BASE_IMAGE:-localhost/dbtier-base:bookworm}"
+HOSTS=(db1 pgbouncer1 ops1)
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+log() { echo "stack: $*" >&2; }
+
+up() {
+  bash "$HERE/bootstrap-containers.sh"
+  if ! podman pod exists "$POD"; then
+    log "creating pod $POD"
+    podman pod create --name "$POD" --share net --label app=dbtier >/dev/null
+  fi
+  for host in "${HOSTS[@]}"; do
+    local name="$POD-$host"
+    if ! podman container exists "$name"; then
+      log "creating $name"
+      podman create --pod "$POD" --name "$name" --hostname "$host" \
+        --systemd always --label app=dbtier \
+        "$IMAGE" /sbin/init >/dev/null
+    fi
+    if [ "$(podman inspect -f '{{.State.Running}}' "$name")" != true ]; then
+      podman start "$name" >/dev/null
+    fi
+  done
+  # Wait for systemd in each container to finish booting (degraded is fine: no hardware here).
+  for host in "${HOSTS[@]}"; do
+    local name="$POD-$host" state=""
+    for _ in $(seq 1 60); do
+      state=$(podman exec "$name" systemctl is-system-running 2>/dev/null || true)
+      case "$state" in running | degraded) break ;; esac
+      sleep 1
+    done
+    case "$state" in running | degraded) ;; *) log "error: systemd in $name is '$state'"; exit 1 ;; esac
+  done
+  log "pod $POD is up: ${HOSTS[*]}"
+}
+
+down() {
+  for host in "${HOSTS[@]}"; do
+    podman rm -f -t 5 "$POD-$host" >/dev/null 2>&1 || true
+  done
+  if podman pod exists "$POD"; then
+    podman pod rm -f "$POD" >/dev/null
+  fi
+  log "pod $POD removed"
+}
+
+status() {
+  podman ps -a --pod --filter "pod=$POD" --format '{{.Names}}\t{{.Status}}'
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac
