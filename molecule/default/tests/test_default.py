@@ -1,0 +1,163 @@
+"""Verifier of molecule/default: the whole tier converged on three containers in one pod."""
+
+import os
+
+import pytest
+import testinfra
+
+DB = testinfra.get_host("podman://dbtier-mol-db1")
+BOUNCER = testinfra.get_host("podman://dbtier-mol-pgbouncer1")
+OPS = testinfra.get_host("podman://dbtier-mol-ops1")
+HOSTS = {"db1": DB, "pgbouncer1": BOUNCER, "ops1": OPS}
+
+APP_USER, OWNER = "mockupaws_app", "mockupaws_owner"
+APP_PASSWORD = os.environ.get("DBTIER_LOCAL_APP_PASSWORD", "insecure-local-app-password")
+OWNER_PASSWORD = os.environ.get("DBTIER_LOCAL_OWNER_PASSWORD", "insecure-local-owner-password")
+
+
+def psql(host, sql, *, user, password, port, dbname="mockupaws"):
+    """Run one query over TCP on 127.0.0.1 (the pod's shared loopback) and return its output."""
+    cmd = host.run(
+        "PGPASSWORD=%s PGCONNECT_TIMEOUT=5 psql -X -At "
+        "'host=127.0.0.1 port=%s dbname=%s user=%s' -c %s",
+        password,
+        str(port),
+        dbname,
+        user,
+        sql,
+    )
+    return cmd
+
+
+def test_postgresql_running_and_listening():
+    service = DB.service("postgresql@15-main")
+    assert service.is_running
+    assert service.is_enabled
+    assert DB.socket("tcp://127.0.0.1:5432").is_listening
+
+
+def test_postgresql_settings():
+    out = DB.check_output(
+        "runuser -u postgres -- psql -X -At -c \"SELECT string_agg(name || '=' || setting, ' ' "
+        "ORDER BY name) FROM pg_settings WHERE name IN ('password_encryption', "
+        "'shared_preload_libraries', 'wal_level', 'log_min_duration_statement')\""
+    )
+    assert "password_encryption=scram-sha-256" in out
+    assert "shared_preload_libraries=pg_stat_statements" in out
+    assert "wal_level=replica" in out
+    assert "log_min_duration_statement=200" in out
+
+
+def test_pg_hba_is_scram_only():
+    rules = DB.check_output(
+        "runuser -u postgres -- psql -X -At -c "
+        "\"SELECT type, auth_method, coalesce(error, '') FROM pg_hba_file_rules\""
+    ).splitlines()
+    assert rules
+    for rule in rules:
+        kind, method, error = rule.split("|")
+        assert not error, rule
+        assert method == ("peer" if kind == "local" and method == "peer" else "scram-sha-256"), rule
+
+
+def test_roles_store_scram_verifiers():
+    out = DB.check_output(
+        "runuser -u postgres -- psql -X -At -c \"SELECT rolname || ' ' || left(rolpassword, 14) "
+        f"FROM pg_authid WHERE rolname IN ('{APP_USER}', '{OWNER}') ORDER BY 1\""
+    )
+    assert out.splitlines() == [f"{APP_USER} SCRAM-SHA-256$", f"{OWNER} SCRAM-SHA-256$"]
+
+
+def test_pg_stat_statements_enabled():
+    out = DB.check_output(
+        "runuser -u postgres -- psql -X -At -d mockupaws -c "
+        '"SELECT count(*) >= 0 FROM pg_stat_statements"'
+    )
+    assert out == "t"
+
+
+def test_pgbouncer_running_on_6432():
+    service = BOUNCER.service("pgbouncer")
+    assert service.is_running
+    assert service.is_enabled
+    assert BOUNCER.socket("tcp://127.0.0.1:6432").is_listening
+    limit = BOUNCER.check_output("systemctl show -p LimitNOFILE --value pgbouncer")
+    assert int(limit) > 1000
+
+
+def test_pgbouncer_settings():
+    ini = BOUNCER.file("/etc/pgbouncer/pgbouncer.ini")
+    assert ini.user == "postgres"
+    assert ini.mode == 0o640
+    for line in (
+        "pool_mode = transaction",
+        "max_client_conn = 1000",
+        "default_pool_size = 25",
+        "reserve_pool_size = 5",
+        "server_idle_timeout = 600",
+        "server_lifetime = 3600",
+        "auth_type = scram-sha-256",
+    ):
+        assert line in ini.content_string
+
+
+def test_userlist_holds_scram_verifiers_only():
+    userlist = BOUNCER.file("/etc/pgbouncer/userlist.txt")
+    assert userlist.mode == 0o640
+    entries = [ln for ln in userlist.content_string.splitlines() if ln.startswith('"')]
+    assert {ln.split()[0].strip('"') for ln in entries} == {APP_USER, OWNER}
+    assert all(ln.split()[1].startswith('"SCRAM-SHA-256$4096:') for ln in entries)
+
+
+def test_query_through_pgbouncer_reaches_postgresql_as_app_user():
+    out = psql(
+        BOUNCER,
+        "SELECT current_user, inet_server_port(), current_setting('password_encryption')",
+        user=APP_USER,
+        password=APP_PASSWORD,
+        port=6432,
+    )
+    assert out.rc == 0, out.stderr
+    assert out.stdout.strip() == f"{APP_USER}|5432|scram-sha-256"
+
+
+def test_pgbouncer_refuses_a_wrong_password():
+    out = psql(BOUNCER, "SELECT 1", user=APP_USER, password="wrong-password", port=6432)
+    assert out.rc != 0
+    assert "authentication failed" in out.stderr
+
+
+def test_app_user_has_dml_but_not_ddl():
+    out = psql(
+        BOUNCER,
+        "CREATE TABLE dbtier_probe (i int)",
+        user=APP_USER,
+        password=APP_PASSWORD,
+        port=6432,
+    )
+    assert out.rc != 0
+    assert "permission denied" in out.stderr
+
+
+def test_schema_is_migrated():
+    out = psql(
+        BOUNCER,
+        "SELECT count(*) FROM dbtier.schema_migrations",
+        user=OWNER,
+        password=OWNER_PASSWORD,
+        port=6432,
+    )
+    assert out.rc == 0, out.stderr
+    assert int(out.stdout.strip()) > 0
+
+
+@pytest.mark.parametrize("name", sorted(HOSTS))
+def test_no_plaintext_password_in_any_file(name):
+    host = HOSTS[name]
+    out = host.run(
+        "grep -rlsF -e %s -e %s /etc /opt /var /root /home /srv /usr/local "
+        "--exclude-dir=/var/cache --exclude-dir=proc",
+        APP_PASSWORD,
+        OWNER_PASSWORD,
+    )
+    assert out.rc == 1, f"plaintext password found on {name} in: {out.stdout}"
