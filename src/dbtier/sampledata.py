@@ -120,11 +120,12 @@ def load(dsn: str | None, size: SampleSize = SampleSize(), *, seed: float = 0.42
         ).rowcount
         keys = conn.execute(
             """
-            INSERT INTO api_keys (key_hash, key_prefix, name, is_active, created_at, expires_at,
-                                  last_used_at)
-            SELECT encode(sha256(('key-' || g)::bytea), 'hex'), 'mk_' || lpad(g::text, 5, '0'),
+            INSERT INTO api_keys (user_id, key_hash, key_prefix, name, is_active, created_at,
+                                  expires_at, last_used_at)
+            SELECT ('00000000-0000-4000-8000-' || lpad((g %% 40)::text, 12, '0'))::uuid,
+                   encode(sha256(('key-' || g)::bytea), 'hex'), 'mk_' || lpad(g::text, 5, '0'),
                    'sample key ' || g, g %% 5 <> 0, now() - interval '400 days',
-                   CASE g %% 3 WHEN 0 THEN NULL WHEN 1 THEN now() + interval '90 days'
+                   CASE g %% 3 WHEN 0 THEN 'infinity' WHEN 1 THEN now() + interval '90 days'
                         ELSE now() - interval '10 days' END,
                    now() - random() * interval '30 days'
             FROM generate_series(1, %(api_keys)s) g
