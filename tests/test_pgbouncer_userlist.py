@@ -1,0 +1,418 @@
+"""pgbouncer_userlist: SCRAM verifiers (pure functions), the module through ansible-playbook, the
+pgbouncer role's argument specs, and a real PgBouncer authenticating clients with the userlist."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from dbtier.pgcluster import LocalCluster, chown_to_server_user, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+CHECK_CONFIG = ROOT / "ansible/roles/pgbouncer/files/pgbouncer-check-config"
+
+_spec = importlib.util.spec_from_file_location(
+    "pgbouncer_userlist", ROOT / "library/pgbouncer_userlist.py"
+)
+ul = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(ul)
+
+# Verifiers PostgreSQL 15 itself stored (CREATE ROLE ... PASSWORD with password_encryption scram).
+PG_VECTORS = [
+    (
+        "correct horse battery staple",
+        "SCRAM-SHA-256$4096:HYJ2yHSDKkPPpXxp2Rm+Dg==$C8WF2lvPvuUIFVQeNBCsPA1lXBBjuVmEwmyKUWsuYB8="
+        ":EY5Ihh6bTXtbFQ6B7Nlzjv4nPDrE+/W0B8hiq1msMiU=",
+    ),
+    (
+        "pässwörd–ＡＢＣ",  # noqa: RUF001 - non-ASCII on purpose: NFKC folds the full-width letters
+        "SCRAM-SHA-256$4096:qNP8c3Z98MIFd/oUpBj+Og==$nGveOZqNyRhCM8eUBeSOuRBuzuKPPtEgp09tebJLe5Q="
+        ":h/a34wUVa4wUGf0o5TM/5z/kOQltYQW+rmRUcPew/KM=",
+    ),
+    (
+        "I\u00adX",  # SOFT HYPHEN is "mapped to nothing" by SASLprep
+        "SCRAM-SHA-256$4096:DUyQDD5IxpNVNkeyBv6RLg==$N62fuctIvy58xfpAvv25fi7Yuu/pT6GNy0MtyRHy/B0="
+        ":Rj8iw2VF2kzSm/T7+klfnqnKezBToRmhWjRt/K49kGc=",
+    ),
+]
+
+
+# --- pure functions ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("password", "verifier"), PG_VECTORS)
+def test_verifier_matches_what_postgresql_computed(password, verifier):
+    iterations, salt, _, _ = ul.parse_verifier(verifier)
+    assert ul.scram_sha256_verifier(password, salt, iterations) == verifier
+    assert ul.verify_password(password, verifier)
+    assert not ul.verify_password(password + "x", verifier)
+
+
+def test_saslprep_maps_soft_hyphen_to_nothing():
+    assert ul.verify_password("IX", PG_VECTORS[2][1])
+    assert ul.saslprep("I\u00adX") == b"IX"
+    assert ul.saslprep("plain ascii\x07") == b"plain ascii\x07"
+
+
+def test_stable_verifier_is_deterministic_and_valid():
+    first = ul.stable_verifier("mockupaws_app", "s3cret")
+    assert first == ul.stable_verifier("mockupaws_app", "s3cret")
+    assert first.startswith("SCRAM-SHA-256$4096:")
+    assert ul.verify_password("s3cret", first)
+    # The salt depends on user and password, so equal passwords of two users differ.
+    assert first != ul.stable_verifier("mockupaws_owner", "s3cret")
+    assert first != ul.stable_verifier("mockupaws_app", "s3cret2")
+    assert len(ul.parse_verifier(first)[1]) == 16
+    assert ul.stable_verifier("u", "pw", iterations=10000).startswith("SCRAM-SHA-256$10000:")
+
+
+def test_empty_password_is_refused():
+    with pytest.raises(ul.UserlistError, match="'u': empty password"):
+        ul.stable_verifier("u", "")
+
+
+@pytest.mark.parametrize(
+    "secret",
+    ["plaintext", "md5" + "0" * 32, "SCRAM-SHA-256$4096:bad", "SCRAM-SHA-256$x:AA==$AA==:AA=="],
+)
+def test_render_refuses_anything_but_scram(secret):
+    with pytest.raises(ul.UserlistError, match="user 'app'"):
+        ul.render_userlist([("app", secret)])
+
+
+def test_render_quotes_and_round_trips():
+    verifier = ul.stable_verifier('we"ird', "pw")
+    text = ul.render_userlist([('we"ird', verifier), ("app", PG_VECTORS[0][1])])
+    assert '"we""ird" "SCRAM-SHA-256$' in text
+    assert text.startswith(";")
+    assert ul.parse_userlist(text) == {'we"ird': verifier, "app": PG_VECTORS[0][1]}
+    with pytest.raises(ul.UserlistError, match="listed twice"):
+        ul.render_userlist([("app", verifier), ("app", verifier)])
+
+
+def test_mask_hides_verifiers():
+    text = ul.render_userlist([("app", PG_VECTORS[0][1])])
+    masked = ul.mask(text)
+    assert "SCRAM-SHA-256$4096" not in masked
+    assert '"app" "<SCRAM-SHA-256 verifier sha256:' in masked
+
+
+# --- helpers for the module and role tests ------------------------------------------------------
+
+
+def ansible_playbook(playbook: str, tmp_path: Path, *args: str, check: bool = False):
+    book = tmp_path / "play.yml"
+    book.write_text(playbook)
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "ANSIBLE_ROLES_PATH": str(ROOT / "ansible/roles"),
+        "ANSIBLE_LIBRARY": str(ROOT / "library"),
+        "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
+        "ANSIBLE_NOCOLOR": "1",
+        "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+    }
+    cmd = [str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", str(book), *args]
+    if check:
+        cmd.append("--check")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, timeout=300)
+    return proc
+
+
+def task_results(proc) -> list[dict]:
+    data = json.loads(proc.stdout)
+    return [task["hosts"]["localhost"] for play in data["plays"] for task in play["tasks"]]
+
+
+def module_play(args: dict) -> str:
+    return json.dumps(
+        [
+            {
+                "hosts": "localhost",
+                "connection": "local",
+                "gather_facts": False,
+                "vars": {"ansible_python_interpreter": sys.executable},
+                "tasks": [{"name": "userlist", "pgbouncer_userlist": args}],
+            }
+        ]
+    )
+
+
+# --- the module through ansible-playbook ---------------------------------------------------------
+
+
+@pytest.mark.ansible
+def test_module_check_mode_diff_write_and_idempotence(tmp_path):
+    path = tmp_path / "userlist.txt"
+    args = {
+        "path": str(path),
+        "source": "password",
+        "users": [{"name": "app", "password": "pw-one"}, {"name": "owner", "password": "pw-two"}],
+        "mode": "0640",
+    }
+    play = module_play(args)
+
+    proc = ansible_playbook(play, tmp_path, "--diff", check=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (result,) = task_results(proc)
+    assert result["changed"] is True
+    assert not path.exists()
+    assert "<SCRAM-SHA-256 verifier sha256:" in result["diff"]["after"]
+    assert "pw-one" not in proc.stdout
+    assert "SCRAM-SHA-256$4096" not in proc.stdout
+
+    proc = ansible_playbook(play, tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert task_results(proc)[0]["changed"] is True
+    assert path.stat().st_mode & 0o777 == 0o640
+    text = path.read_text()
+    assert "pw-one" not in text
+    assert "pw-two" not in text
+    assert ul.parse_userlist(text) == {
+        "app": ul.stable_verifier("app", "pw-one"),
+        "owner": ul.stable_verifier("owner", "pw-two"),
+    }
+
+    proc = ansible_playbook(play, tmp_path)
+    assert task_results(proc)[0]["changed"] is False
+    proc = ansible_playbook(play, tmp_path, check=True)
+    assert task_results(proc)[0]["changed"] is False
+
+
+@pytest.mark.ansible
+def test_module_bad_input_names_the_problem(tmp_path):
+    play = module_play(
+        {"path": str(tmp_path / "u.txt"), "source": "password", "users": [{"name": "app"}]}
+    )
+    proc = ansible_playbook(play, tmp_path)
+    assert proc.returncode != 0
+    assert "users: 'app' has no password (source=password)" in task_results(proc)[0]["msg"]
+
+    play = module_play(
+        {
+            "path": str(tmp_path / "u.txt"),
+            "source": "verifier",
+            "users": [{"name": "app", "verifier": "md5abcdef"}],
+        }
+    )
+    proc = ansible_playbook(play, tmp_path)
+    assert proc.returncode != 0
+    assert "user 'app': not a SCRAM-SHA-256 verifier" in task_results(proc)[0]["msg"]
+    assert not (tmp_path / "u.txt").exists()
+
+
+# --- the role's argument specs --------------------------------------------------------------------
+
+GOOD_VARS = {
+    "dbtier_db_host": "127.0.0.1",
+    "dbtier_app_password": "x",
+    "dbtier_migration_password": "y",
+    "dbtier_self_managed": True,
+}
+
+
+@pytest.mark.ansible
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ({"pgbouncer_pool_mode": "sometimes"}, "pgbouncer_pool_mode"),
+        ({"pgbouncer_max_client_conn": "lots"}, "pgbouncer_max_client_conn"),
+        ({"dbtier_app_password": None}, "dbtier_app_password"),
+        ({"pgbouncer_client_tls_sslmode": "maybe"}, "pgbouncer_client_tls_sslmode"),
+    ],
+)
+def test_pgbouncer_role_rejects_bad_input_early(tmp_path, override, expected):
+    role_vars = {k: v for k, v in {**GOOD_VARS, **override}.items() if v is not None}
+    play = json.dumps(
+        [
+            {
+                "hosts": "localhost",
+                "connection": "local",
+                "gather_facts": False,
+                "vars": role_vars,
+                "roles": ["pgbouncer"],
+            }
+        ]
+    )
+    proc = ansible_playbook(play, tmp_path, check=True)
+    assert proc.returncode != 0
+    results = task_results(proc)
+    assert len(results) == 1, "the role must fail in its first task (argument validation)"
+    assert expected in results[0]["msg"]
+
+
+@pytest.mark.ansible
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ({"dbtier_migration_password": None}, "dbtier_migration_password"),
+        ({"postgresql_archive_mode": "sometimes"}, "postgresql_archive_mode"),
+        ({"postgresql_max_connections": "many"}, "postgresql_max_connections"),
+    ],
+)
+def test_postgresql_role_rejects_bad_input_early(tmp_path, override, expected):
+    role_vars = {k: v for k, v in {**GOOD_VARS, **override}.items() if v is not None}
+    role_vars["postgresql_memory_mb"] = 1024
+    play = json.dumps(
+        [
+            {
+                "hosts": "localhost",
+                "connection": "local",
+                "gather_facts": False,
+                "vars": role_vars,
+                "roles": ["postgresql"],
+            }
+        ]
+    )
+    proc = ansible_playbook(play, tmp_path, check=True)
+    assert proc.returncode != 0
+    results = task_results(proc)
+    assert len(results) == 1
+    assert expected in results[0]["msg"]
+
+
+# --- a real PostgreSQL with scram-sha-256 and a real PgBouncer ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def scram_cluster() -> Iterator[LocalCluster]:
+    """A scratch cluster where every role but the superuser must log in with SCRAM."""
+    base = Path(tempfile.mkdtemp(prefix="dbtier-pgb-", dir="/tmp"))
+    cluster = LocalCluster(base=base, settings={"password_encryption": "'scram-sha-256'"})
+    cluster.init()
+    hba = cluster.datadir / "pg_hba.conf"
+    hba.write_text(
+        f"local all {cluster.superuser} trust\n"
+        f"host all {cluster.superuser} 127.0.0.1/32 trust\n"
+        "host all all 127.0.0.1/32 scram-sha-256\n"
+    )
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _start_pgbouncer(workdir: Path, cluster: LocalCluster, userlist: Path) -> tuple[int, int]:
+    port = free_port()
+    ini = workdir / "pgbouncer.ini"
+    ini.write_text(
+        "[databases]\n"
+        f"postgres = host=127.0.0.1 port={cluster.port} dbname=postgres\n"
+        "[pgbouncer]\n"
+        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir = {workdir}\n"
+        f"pidfile = {workdir}/pgbouncer.pid\nlogfile = {workdir}/pgbouncer.log\n"
+        f"auth_type = scram-sha-256\nauth_file = {userlist}\npool_mode = transaction\n"
+    )
+    for path in (workdir, ini, userlist):
+        chown_to_server_user(path)
+    subprocess.run(
+        ["runuser", "-u", "postgres", "--", PGBOUNCER, "-d", "-q", str(ini)], check=True, timeout=30
+    )
+    deadline = time.monotonic() + 10
+    pidfile = workdir / "pgbouncer.pid"
+    while time.monotonic() < deadline and not pidfile.exists():
+        time.sleep(0.1)
+    return port, int(pidfile.read_text())
+
+
+@pytest.mark.ansible
+@pytest.mark.skipif(not Path(PGBOUNCER).exists(), reason="pgbouncer is not installed")
+def test_real_pgbouncer_accepts_scram_with_the_generated_userlist(scram_cluster, tmp_path):
+    dsn = scram_cluster.dsn()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS rds_like_app")
+        conn.execute("CREATE ROLE rds_like_app LOGIN PASSWORD 'app-pw'")  # a random salt
+        conn.execute("GRANT CONNECT ON DATABASE postgres TO rds_like_app")
+
+    workdir = Path(tempfile.mkdtemp(prefix="dbtier-pgb-run-", dir="/tmp"))
+    workdir.chmod(0o755)
+    userlist = workdir / "userlist.txt"
+    common = {
+        "login_host": "127.0.0.1",
+        "login_port": scram_cluster.port,
+        "login_db": "postgres",
+    }
+    # RDS path: compute the stable verifier, set it on the role (connecting as the role itself).
+    play = module_play(
+        {
+            **common,
+            "path": str(userlist),
+            "source": "password",
+            "set_on_server": True,
+            "users": [{"name": "rds_like_app", "password": "app-pw"}],
+        }
+    )
+    proc = ansible_playbook(play, tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert task_results(proc)[0]["server_updated"] == ["rds_like_app"]
+    expected = ul.stable_verifier("rds_like_app", "app-pw")
+    with psycopg.connect(dsn) as conn:
+        stored = conn.execute(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = 'rds_like_app'"
+        ).fetchone()[0]
+    assert stored == expected
+    proc = ansible_playbook(play, tmp_path)
+    assert task_results(proc)[0]["changed"] is False
+    assert task_results(proc)[0]["server_updated"] == []
+
+    # Self-managed path: read the verifier back from pg_authid.
+    proc = ansible_playbook(
+        module_play(
+            {
+                **common,
+                "login_user": "postgres",
+                "source": "server",
+                "users": [{"name": "rds_like_app"}],
+            }
+        ),
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert task_results(proc)[0]["users"] == [{"name": "rds_like_app", "verifier": expected}]
+
+    port, pid = _start_pgbouncer(workdir, scram_cluster, userlist)
+    try:
+        via = f"host=127.0.0.1 port={port} dbname=postgres user=rds_like_app connect_timeout=5"
+        with psycopg.connect(via + " password=app-pw") as conn:
+            row = conn.execute("SELECT current_user, inet_server_port()").fetchone()
+        assert row == ("rds_like_app", scram_cluster.port)
+        with pytest.raises(psycopg.OperationalError, match="authentication failed"):
+            psycopg.connect(via + " password=wrong-pw")
+    finally:
+        os.kill(pid, signal.SIGINT)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.mark.skipif(not Path(PGBOUNCER).exists(), reason="pgbouncer is not installed")
+@pytest.mark.parametrize(
+    ("extra", "valid"),
+    [("pool_mode = transaction", True), ("pool_mode = sometimes", False)],
+)
+def test_check_config_script_validates_with_a_throwaway_pgbouncer(tmp_path, extra, valid):
+    ini = tmp_path / "candidate.ini"
+    ini.write_text(
+        "[databases]\nmockupaws = host=127.0.0.1 port=5432\n[pgbouncer]\n"
+        f"listen_port = {free_port()}\nauth_type = scram-sha-256\n{extra}\n"
+    )
+    proc = subprocess.run(
+        ["sh", str(CHECK_CONFIG), str(ini)], capture_output=True, text=True, check=False, timeout=30
+    )
+    assert (proc.returncode == 0) is valid, proc.stderr
+    if not valid:
+        assert "pool_mode" in proc.stderr
