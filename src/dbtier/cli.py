@@ -139,6 +139,135 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _settings(args: argparse.Namespace) -> Any:
+    from . import config
+
+    overrides = {
+        "dsn": getattr(args, "dsn", None),
+        "repository": getattr(args, "repo", None),
+        "key": getattr(args, "key", None),
+        "secondary": getattr(args, "secondary", None),
+        "endpoint_url": getattr(args, "endpoint_url", None),
+        "region": getattr(args, "region", None),
+        "metrics_dir": getattr(args, "metrics_dir", None),
+        "compression_level": getattr(args, "compression_level", None),
+    }
+    settings = config.load(getattr(args, "config", None), overrides)
+    if settings.dsn is None:
+        settings.dsn = db.resolve_dsn(None)
+    return settings
+
+
+def _human(size: int | None) -> str:
+    value = float(size or 0)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{int(value)} B"
+        value /= 1024
+    return str(size)
+
+
+def _kv_text(data: dict[str, Any]) -> str:
+    lines = []
+    for key, value in data.items():
+        if isinstance(value, list):
+            lines.append(f"{key}:")
+            lines += [f"  - {item}" for item in value]
+        else:
+            lines.append(f"{key}: {value}")
+    return "\n".join(lines)
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from . import backup, jobs, maintenance
+
+    jobs.set_quiet(args.quiet)
+    settings = _settings(args)
+    if args.action == "full":
+        result = backup.backup_logical(
+            settings, secondary=args.secondary, check_replication=args.check_replication
+        )
+    elif args.action == "base":
+        result = backup.backup_base(
+            settings, secondary=args.secondary, check_replication=args.check_replication
+        )
+    elif args.action == "verify":
+        result = maintenance.verify(settings, args.backup, deep=args.deep)
+    elif args.action == "cleanup":
+        result = maintenance.cleanup(
+            settings, days=args.days, count=args.count, dry_run=args.dry_run
+        )
+    else:
+        rows = maintenance.list_all(settings)
+        header = f"{'ID':<32} {'KIND':<8} {'DATABASE':<12} {'STOPPED AT':<21} {'SIZE':>11}"
+        text = [header] + [
+            f"{r['id']:<32} {r['kind']:<8} {r['database'] or '-':<12} {r['stopped_at']:<21} "
+            f"{_human(r['size']):>11}"
+            for r in rows
+        ]
+        _emit(args, {"backups": rows}, "\n".join(text) if rows else "no backups")
+        return EXIT_OK
+    _emit(args, result, _kv_text(result))
+    return EXIT_OK
+
+
+def cmd_wal_push(args: argparse.Namespace) -> int:
+    from . import jobs, wal
+
+    jobs.set_quiet(args.quiet)
+    wal.push(_settings(args), args.path)
+    return EXIT_OK
+
+
+def cmd_wal_fetch(args: argparse.Namespace) -> int:
+    from . import jobs, wal
+
+    jobs.set_quiet(args.quiet)
+    return wal.fetch(_settings(args), args.name, args.destination)
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from . import jobs, restore
+
+    jobs.set_quiet(args.quiet)
+    settings = _settings(args)
+    if args.rds_instance:
+        if not args.new_instance:
+            raise UsageError("--rds-instance needs --new-instance NAME (RDS restores to a new one)")
+        result = restore.restore_rds(
+            settings,
+            args.rds_instance,
+            args.new_instance,
+            args.target_time,
+            wait=not args.no_wait,
+            dry_run=args.dry_run,
+        )
+    elif args.target_time:
+        if not args.data_dir:
+            raise UsageError("--target-time needs --data-dir DIR (an empty or new directory)")
+        result = restore.restore_pitr(
+            settings,
+            args.target_time,
+            args.data_dir,
+            port=args.port,
+            keep_running=args.keep_running,
+            dry_run=args.dry_run,
+        )
+    else:
+        result = restore.restore_logical(
+            settings,
+            args.backup,
+            target_db=args.target_db,
+            jobs=args.jobs,
+            dry_run=args.dry_run,
+            verify_only=args.verify_only,
+            skip_safety_backup=args.no_safety_backup,
+            no_owner=args.no_owner,
+        )
+    _emit(args, result, _kv_text(result))
+    return EXIT_OK
+
+
 def _version(text: str) -> int:
     try:
         value = int(text)

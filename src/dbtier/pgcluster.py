@@ -58,10 +58,12 @@ class LocalCluster:
     major: int = 15
     superuser: str = "postgres"
     settings: dict[str, str] = field(default_factory=dict)
+    data: Path | None = None  # data directory when not base/data (a restored cluster)
+    scratch: bool = True  # scratch clusters run without fsync; a restored one never does
 
     @property
     def datadir(self) -> Path:
-        return self.base / "data"
+        return self.data or self.base / "data"
 
     @property
     def logfile(self) -> Path:
@@ -119,7 +121,7 @@ class LocalCluster:
             "port": str(self.port),
             "listen_addresses": "'127.0.0.1'",
             "unix_socket_directories": f"'{self.sockdir}'",
-            "fsync": "off",  # scratch data only: durability is not what these clusters are for
+            **({"fsync": "off"} if self.scratch else {}),  # scratch data needs no durability
             **self.settings,
         }
         opts = " ".join(f"-c {k}={v}" for k, v in options.items())

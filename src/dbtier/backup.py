@@ -1,0 +1,357 @@
+"""dbtier backup full | base: stream a dump or a base backup, compressed and encrypted, to the
+repository; the manifest is written last, then the DR copy is made or checked."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from . import __version__, catalog, db, keys
+from .config import Settings
+from .errors import DbtierError
+from .jobs import Job, log, run_job
+from .pgtools import Child, program, split_password
+from .pipeline import upload_encrypted
+from .repository import Repository, open_repository
+
+LSN_RE = re.compile(
+    r"write-ahead log (start|end) point: ([0-9A-F]+/[0-9A-F]+)(?: on timeline (\d+))?"
+)
+
+
+@dataclass
+class Target:
+    """Where backups go and how they are sealed; built before anything is written."""
+
+    repo: Repository
+    provider: Any
+    settings: Settings
+
+
+def open_target(settings: Settings) -> Target:
+    # The key first: no key or a bad key is an error before a single byte is written.
+    provider = keys.load_key_provider(settings.key)
+    url = settings.require("repository", "set BACKUP_REPOSITORY or repository= in dbtier.toml")
+    repo = open_repository(
+        url,
+        storage_class=settings.storage_class,
+        endpoint_url=settings.endpoint_url,
+        region=settings.region,
+    )
+    return Target(repo=repo, provider=provider, settings=settings)
+
+
+def _server_facts(conn: psycopg.Connection) -> dict[str, Any]:
+    row = conn.execute(
+        "SELECT current_database(), current_setting('server_version'), "
+        "current_setting('server_version_num')::int, "
+        "(SELECT system_identifier::text FROM pg_control_system())"
+    ).fetchone()
+    return {
+        "database": row[0],
+        "server_version": row[1],
+        "major": row[2] // 10000,
+        "system_identifier": row[3],
+    }
+
+
+def _row_counts(conn: psycopg.Connection) -> dict[str, int]:
+    """Exact row counts of every user table, in the caller's (exported) snapshot."""
+    tables = conn.execute(
+        """
+        SELECT n.nspname, c.relname FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+          AND n.nspname NOT LIKE 'pg_toast%%' AND n.nspname NOT LIKE 'pg_temp%%'
+        ORDER BY 1, 2
+        """
+    ).fetchall()
+    counts = {}
+    for schema, name in tables:
+        query = sql.SQL("SELECT count(*) FROM {}.{}").format(
+            sql.Identifier(schema), sql.Identifier(name)
+        )
+        counts[f"{schema}.{name}"] = conn.execute(query).fetchone()[0]
+    return counts
+
+
+def _finish(
+    target: Target,
+    manifest: catalog.Manifest,
+    job: Job,
+    secondary: str | None,
+    check_replication: bool,
+) -> dict[str, Any]:
+    key = catalog.write_manifest(target.repo, manifest)
+    job.set(manifest_key=key, location=target.repo.describe() + "/" + key)
+    log("backup.manifest", backup_id=manifest.id, key=key)
+    result: dict[str, Any] = {
+        "backup_id": manifest.id,
+        "kind": manifest.kind,
+        "size": manifest.size,
+        "raw_size": manifest.raw_size,
+        "repository": target.repo.describe(),
+        "dr": None,
+    }
+    result["dr"] = dr_copy(target, manifest, secondary, check_replication)
+    return result
+
+
+def dr_copy(
+    target: Target, manifest: catalog.Manifest, secondary: str | None, check_replication: bool
+) -> dict[str, Any] | None:
+    """Copy the backup to the DR repository (manifest last), or check replication delivered it."""
+    url = secondary or target.settings.secondary
+    if not url:
+        return None
+    dr = open_repository(
+        url,
+        storage_class=target.settings.storage_class,
+        endpoint_url=target.settings.endpoint_url,
+        region=target.settings.secondary_region or target.settings.region,
+    )
+    keys_in_order = [catalog.object_key(manifest.id, o.key) for o in manifest.objects]
+    keys_in_order.append(catalog.manifest_key(manifest.id))
+    if check_replication:
+        missing = [k for k in keys_in_order if not dr.exists(k)]
+        state = "replicated" if not missing else "missing"
+        log(
+            "backup.dr_check",
+            backup_id=manifest.id,
+            secondary=dr.describe(),
+            state=state,
+            missing=len(missing),
+        )
+        if missing:
+            raise DbtierError(
+                f"DR check: {len(missing)} object(s) of {manifest.id} not in {dr.describe()} "
+                f"(first: {missing[0]}); replication has not delivered them"
+            )
+        return {"mode": "replication-checked", "secondary": dr.describe(), "objects": 0}
+    started = time.monotonic()
+    for key in keys_in_order:
+        target.repo.copy_to(dr, key)
+    log(
+        "backup.dr_copy",
+        backup_id=manifest.id,
+        secondary=dr.describe(),
+        objects=len(keys_in_order),
+        seconds=round(time.monotonic() - started, 2),
+    )
+    return {"mode": "copied", "secondary": dr.describe(), "objects": len(keys_in_order)}
+
+
+def backup_logical(
+    settings: Settings,
+    *,
+    kind: str = "logical",
+    database_dsn: str | None = None,
+    secondary: str | None = None,
+    check_replication: bool = False,
+    row_counts: bool = True,
+) -> dict[str, Any]:
+    """pg_dump (custom format) in a snapshot shared with exact row counts, streamed."""
+    target = open_target(settings)
+    dsn = database_dsn or settings.dsn or db.resolve_dsn(None)
+    started = catalog.now_utc()
+    backup_id = catalog.new_backup_id(kind, started)
+    job = Job(
+        name=f"backup_{'full' if kind == 'logical' else kind}", kind=kind, backup_id=backup_id
+    )
+    with (
+        run_job(job, history_dsn=settings.history_dsn or dsn, metrics_dir=settings.metrics_dir),
+        db.connect(dsn) as conn,
+    ):
+        facts = _server_facts(conn)
+        job.set(
+            database=facts["database"],
+            server_version=facts["server_version"],
+            repository=target.repo.describe(),
+            encrypted=True,
+            compression="zstd",
+        )
+        conn.commit()  # the snapshot's transaction must start with SET TRANSACTION
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        counts = _row_counts(conn) if row_counts else {}
+        data_key, wrapped = keys.generate_data_key(target.provider)
+        bare_dsn, env = split_password(dsn)
+        cmd = [
+            program("pg_dump", facts["major"], settings.pg_bindir),
+            "--format=custom",
+            "--compress=0",
+            f"--snapshot={snapshot}",
+            "--no-password",
+            "--dbname",
+            bare_dsn,
+        ]
+        child = Child(cmd, env, stdout=subprocess.PIPE)
+        name = "dump.pgc.zst.enc"
+        key = catalog.object_key(backup_id, name)
+        log("backup.dump", backup_id=backup_id, database=facts["database"], tables=len(counts))
+        try:
+            assert child.proc.stdout is not None
+            upload = upload_encrypted(
+                target.repo, key, child.proc.stdout, data_key, level=settings.compression_level
+            )
+        except BaseException:
+            child.kill()
+            raise
+        rc = child.wait()
+        if rc != 0:
+            target.repo.delete(key)  # an orphan data object is never a backup; tidy it anyway
+            raise DbtierError(f"pg_dump failed: {child.error_line()}")
+        conn.rollback()
+        job.bytes = upload.size
+        manifest = catalog.Manifest(
+            id=backup_id,
+            kind=kind,
+            database=facts["database"],
+            server_version=facts["server_version"],
+            system_identifier=facts["system_identifier"],
+            started_at=catalog.iso(started),
+            stopped_at=catalog.iso(catalog.now_utc()),
+            objects=[
+                catalog.StoredObject(
+                    key=name,
+                    size=upload.size,
+                    sha256=upload.sha256,
+                    raw_size=upload.raw_size,
+                    raw_sha256=upload.raw_sha256,
+                )
+            ],
+            encryption={"algorithm": "AES-256-GCM", "data_key": wrapped},
+            compression={"algorithm": "zstd", "level": settings.compression_level},
+            format="pg_dump-custom",
+            tool_version=__version__,
+            host=socket.gethostname(),
+            row_counts=counts,
+        )
+        job.set(checksum=upload.sha256)
+        return _finish(target, manifest, job, secondary, check_replication)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def backup_base(
+    settings: Settings,
+    *,
+    secondary: str | None = None,
+    check_replication: bool = False,
+    wal_wait: float = 120.0,
+) -> dict[str, Any]:
+    """pg_basebackup (tar to stdout, WAL from the archive) — the basis for PITR."""
+    target = open_target(settings)
+    dsn = settings.dsn or db.resolve_dsn(None)
+    started = catalog.now_utc()
+    backup_id = catalog.new_backup_id("base", started)
+    job = Job(name="backup_base", kind="base", backup_id=backup_id)
+    with run_job(job, history_dsn=settings.history_dsn or dsn, metrics_dir=settings.metrics_dir):
+        with db.connect(dsn, autocommit=True) as conn:
+            facts = _server_facts(conn)
+            archiving = conn.execute("SELECT current_setting('archive_mode')").fetchone()[0]
+        if archiving == "off":
+            raise DbtierError(
+                "archive_mode is off: a base backup without WAL archiving cannot "
+                "be used for point-in-time recovery"
+            )
+        job.set(
+            database=facts["database"],
+            server_version=facts["server_version"],
+            repository=target.repo.describe(),
+            encrypted=True,
+            compression="zstd",
+        )
+        data_key, wrapped = keys.generate_data_key(target.provider)
+        bare_dsn, env = split_password(dsn)
+        cmd = [
+            program("pg_basebackup", facts["major"], settings.pg_bindir),
+            "--pgdata=-",
+            "--format=tar",
+            "--wal-method=none",
+            "--checkpoint=fast",
+            "--verbose",
+            "--no-password",
+            "--dbname",
+            bare_dsn,
+        ]
+        child = Child(cmd, env, stdout=subprocess.PIPE)
+        name = "base.tar.zst.enc"
+        key = catalog.object_key(backup_id, name)
+        log("backup.base", backup_id=backup_id)
+        try:
+            assert child.proc.stdout is not None
+            upload = upload_encrypted(
+                target.repo, key, child.proc.stdout, data_key, level=settings.compression_level
+            )
+        except BaseException:
+            child.kill()
+            raise
+        rc = child.wait()
+        if rc != 0:
+            target.repo.delete(key)
+            raise DbtierError(f"pg_basebackup failed: {child.error_line()}")
+        points: dict[str, tuple[str, int | None]] = {}
+        for line in child.all_lines:
+            match = LSN_RE.search(line)
+            if match:
+                points[match[1]] = (match[2], int(match[3]) if match[3] else None)
+        if "start" not in points or "end" not in points:
+            raise DbtierError("pg_basebackup did not report its WAL start and end points")
+        start_lsn, timeline = points["start"]
+        stop_lsn = points["end"][0]
+        timeline = timeline or 1
+        start_wal = catalog.wal_file_name(start_lsn, timeline)
+        stop_wal = catalog.wal_file_name(stop_lsn, timeline)
+        _wait_for_wal(target.repo, stop_wal, wal_wait)
+        job.bytes = upload.size
+        job.set(start_lsn=start_lsn, stop_lsn=stop_lsn, timeline=timeline, checksum=upload.sha256)
+        manifest = catalog.Manifest(
+            id=backup_id,
+            kind="base",
+            database=None,
+            server_version=facts["server_version"],
+            system_identifier=facts["system_identifier"],
+            started_at=catalog.iso(started),
+            stopped_at=catalog.iso(catalog.now_utc()),
+            objects=[
+                catalog.StoredObject(
+                    key=name,
+                    size=upload.size,
+                    sha256=upload.sha256,
+                    raw_size=upload.raw_size,
+                    raw_sha256=upload.raw_sha256,
+                )
+            ],
+            encryption={"algorithm": "AES-256-GCM", "data_key": wrapped},
+            compression={"algorithm": "zstd", "level": settings.compression_level},
+            format="tar",
+            tool_version=__version__,
+            host=socket.gethostname(),
+            start_lsn=start_lsn,
+            stop_lsn=stop_lsn,
+            timeline=timeline,
+            start_wal_file=start_wal,
+            stop_wal_file=stop_wal,
+        )
+        return _finish(target, manifest, job, secondary, check_replication)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _wait_for_wal(repo: Repository, name: str, timeout: float) -> None:
+    """A base backup is usable only once the WAL up to its end point is archived."""
+    deadline = time.monotonic() + timeout
+    sidecar = catalog.wal_sidecar_key(name)
+    while not repo.exists(sidecar):
+        if time.monotonic() >= deadline:
+            raise DbtierError(
+                f"WAL segment {name} (end of the base backup) is not in {repo.describe()} after "
+                f"{timeout:g}s: check archive_command (dbtier wal-push) and the server log"
+            )
+        time.sleep(0.5)

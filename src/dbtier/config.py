@@ -1,0 +1,100 @@
+"""dbtier's settings: /etc/dbtier/dbtier.toml (or $DBTIER_CONFIG), then environment, then flags.
+
+The file holds no secrets: the master key is a file path, an environment variable name or a KMS
+key id, and database passwords come from ~/.pgpass or PGPASSWORD (the credentials file that
+roles/dbtier writes is readable only by the service user).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+
+DEFAULT_CONFIG = "/etc/dbtier/dbtier.toml"
+
+# Environment variables (the seed plan's names where it had one) -> setting.
+ENVIRONMENT = {
+    "DATABASE_URL": "dsn",
+    "BACKUP_REPOSITORY": "repository",
+    "BACKUP_SECONDARY": "secondary",
+    "DBTIER_MASTER_KEY_SPEC": "key",
+    "BACKUP_RETENTION_DAYS": "retention_days",
+    "BACKUP_RETENTION_COUNT": "retention_count",
+    "BACKUP_STORAGE_CLASS": "storage_class",
+    "BACKUP_COMPRESSION_LEVEL": "compression_level",
+    "DBTIER_AWS_ENDPOINT_URL": "endpoint_url",
+    "BACKUP_REGION": "region",
+    "BACKUP_SECONDARY_REGION": "secondary_region",
+    "DBTIER_METRICS_DIR": "metrics_dir",
+    "DBTIER_HISTORY_DSN": "history_dsn",
+}
+
+
+@dataclass
+class Settings:
+    dsn: str | None = None  # database to back up / restore into (libpq URL; password via pgpass)
+    repository: str | None = None  # file:///var/backups/dbtier or s3://bucket/prefix
+    secondary: str | None = None  # DR repository in another region (s3://...)
+    key: str | None = None  # master key: file:/etc/dbtier/master.key, env:VAR, kms:alias/x
+    retention_days: int = 30
+    retention_count: int = 0  # also keep at least this many newest good backups (0 = off)
+    storage_class: str | None = None  # S3 storage class for backup objects, e.g. STANDARD_IA
+    compression_level: int = 3
+    endpoint_url: str | None = None  # S3/KMS endpoint override (tests, S3-compatible stores)
+    region: str | None = None
+    secondary_region: str | None = None
+    metrics_dir: str | None = None  # node_exporter textfile collector directory
+    history_dsn: str | None = None  # where backup_history lives (default: dsn)
+    pg_bindir: str | None = None  # PostgreSQL client binaries (default: version-matched)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def require(self, name: str, hint: str) -> Any:
+        value = getattr(self, name)
+        if value in (None, ""):
+            raise UsageError(f"no {name.replace('_', ' ')} configured ({hint})")
+        return value
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = {f.name: f.type for f in fields(Settings)}[name]
+    if "int" in str(kind) and not isinstance(value, int):
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"setting {name} must be an integer (got {value!r})") from None
+    return value
+
+
+def load(path: str | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """File (if present, or required when named explicitly), then environment, then overrides."""
+    explicit = path or os.environ.get("DBTIER_CONFIG")
+    values: dict[str, Any] = {}
+    config_path = Path(explicit or DEFAULT_CONFIG)
+    if config_path.exists():
+        try:
+            data = tomllib.loads(config_path.read_text())
+        except (tomllib.TOMLDecodeError, OSError) as exc:
+            raise UsageError(f"cannot read config {config_path}: {exc}") from None
+        known = {f.name for f in fields(Settings)} - {"extra"}
+        for section in (data, data.get("backup", {}), data.get("database", {})):
+            for key, value in section.items():
+                if isinstance(value, dict):
+                    continue
+                if key in known:
+                    values[key] = value
+                else:
+                    values.setdefault("extra", {})[key] = value
+    elif explicit:
+        raise UsageError(f"config file not found: {config_path}")
+    for env, name in ENVIRONMENT.items():
+        if os.environ.get(env):
+            values[name] = os.environ[env]
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = value
+    return Settings(**{k: _coerce(k, v) if k != "extra" else v for k, v in values.items()})

@@ -1,0 +1,207 @@
+"""What every dbtier job leaves behind: logfmt lines, a backup_history row, textfile metrics."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from . import __version__, db
+
+_QUIET = False
+
+
+def set_quiet(quiet: bool) -> None:
+    global _QUIET
+    _QUIET = quiet
+
+
+def _fmt(value: Any) -> str:
+    text = str(value)
+    if not text or any(c in text for c in ' "='):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
+
+
+def log(event: str, level: str = "info", **fields: Any) -> None:
+    """One logfmt line on stderr: `ts=... level=info event=backup.upload key=... bytes=...`."""
+    if _QUIET and level == "info":
+        return
+    ts = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+    parts = [f"ts={ts}", f"level={level}", f"event={event}"]
+    parts += [f"{k}={_fmt(v)}" for k, v in fields.items() if v is not None]
+    print(" ".join(parts), file=sys.stderr, flush=True)
+
+
+@dataclass
+class Job:
+    """A running job; the caller fills in what it learns (sizes, LSNs, manifest key)."""
+
+    name: str  # metrics job label: backup_full, backup_base, restore, verify, cleanup, wal_push
+    kind: str | None = None  # backup_history.kind; None = no history row (wal pushes, verify)
+    backup_id: str | None = None
+    started: float = field(default_factory=time.time)
+    fields: dict[str, Any] = field(default_factory=dict)
+    bytes: int = 0
+
+    def set(self, **values: Any) -> None:
+        self.fields.update(values)
+
+
+class History:
+    """backup_history rows; best effort: a job never fails because its bookkeeping did."""
+
+    def __init__(self, dsn: str | None) -> None:
+        self.dsn = dsn
+
+    def _exec(self, query: str, params: dict[str, Any]) -> None:
+        if not self.dsn:
+            return
+        try:
+            with db.connect(self.dsn, autocommit=True) as conn:
+                if conn.execute("SELECT to_regclass('public.backup_history')").fetchone()[0]:
+                    conn.execute(query, params)
+        except (psycopg.Error, Exception) as exc:
+            log("history.unavailable", "warning", reason=db.first_line(exc))
+
+    def start(self, job: Job) -> None:
+        self._exec(
+            "INSERT INTO backup_history (backup_id, kind, status, started_at, host, tool_version) "
+            "VALUES (%(id)s, %(kind)s, 'running', to_timestamp(%(t)s), %(host)s, %(ver)s) "
+            "ON CONFLICT (backup_id) DO NOTHING",
+            {
+                "id": job.backup_id,
+                "kind": job.kind,
+                "t": job.started,
+                "host": socket.gethostname(),
+                "ver": __version__,
+            },
+        )
+
+    def finish(self, job: Job, error: str | None) -> None:
+        f = job.fields
+        self._exec(
+            """
+            UPDATE backup_history SET status = %(status)s, completed_at = now(),
+                duration_seconds = round((extract(epoch FROM now()) - %(t)s)::numeric, 3),
+                size_bytes = %(size)s, database_name = %(db)s, server_version = %(ver)s,
+                repository = %(repo)s, location = %(loc)s, manifest_key = %(manifest)s,
+                checksum = %(sum)s, encrypted = %(enc)s, compression = %(comp)s,
+                start_lsn = %(start_lsn)s, stop_lsn = %(stop_lsn)s, timeline = %(tli)s,
+                error = %(error)s
+            WHERE backup_id = %(id)s
+            """,
+            {
+                "status": "failed" if error else "completed",
+                "t": job.started,
+                "size": job.bytes,
+                "db": f.get("database"),
+                "ver": f.get("server_version"),
+                "repo": f.get("repository"),
+                "loc": f.get("location"),
+                "manifest": f.get("manifest_key"),
+                "sum": f.get("checksum"),
+                "enc": bool(f.get("encrypted", True)),
+                "comp": f.get("compression", "zstd"),
+                "start_lsn": f.get("start_lsn"),
+                "stop_lsn": f.get("stop_lsn"),
+                "tli": f.get("timeline"),
+                "error": error,
+                "id": job.backup_id,
+            },
+        )
+
+
+METRIC_HELP = {
+    "dbtier_job_last_success_timestamp_seconds": "Unix time of the job's last success.",
+    "dbtier_job_last_run_timestamp_seconds": "Unix time the job last finished, either way.",
+    "dbtier_job_last_status": "1 if the job's last run succeeded, 0 if it failed.",
+    "dbtier_job_duration_seconds": "Duration of the job's last run.",
+    "dbtier_job_bytes": "Bytes the job's last run produced or moved.",
+}
+
+
+def _read_previous_success(path: Path) -> float | None:
+    try:
+        for line in path.read_text().splitlines():
+            if line.startswith("dbtier_job_last_success_timestamp_seconds"):
+                return float(line.rsplit(" ", 1)[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def write_metrics(metrics_dir: str | None, job: Job, ok: bool, finished: float) -> None:
+    """node_exporter textfile: one file per job, replaced atomically."""
+    if not metrics_dir:
+        return
+    directory = Path(metrics_dir)
+    path = directory / f"dbtier_{job.name}.prom"
+    last_success = finished if ok else _read_previous_success(path)
+    values = {
+        "dbtier_job_last_run_timestamp_seconds": finished,
+        "dbtier_job_last_status": 1 if ok else 0,
+        "dbtier_job_duration_seconds": round(finished - job.started, 3),
+        "dbtier_job_bytes": job.bytes,
+    }
+    if last_success is not None:
+        values["dbtier_job_last_success_timestamp_seconds"] = last_success
+    lines = []
+    for name, value in values.items():
+        kind = "counter" if name.endswith("_total") else "gauge"
+        lines += [
+            f"# HELP {name} {METRIC_HELP[name]}",
+            f"# TYPE {name} {kind}",
+            f'{name}{{job="{job.name}"}} {value}',
+        ]
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".dbtier_{job.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w") as handle:
+            handle.write("\n".join(lines) + "\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log("metrics.unwritable", "warning", path=str(path), reason=str(exc))
+
+
+@contextmanager
+def run_job(job: Job, *, history_dsn: str | None, metrics_dir: str | None) -> Iterator[Job]:
+    """Log start and end, keep backup_history and metrics, whatever happens inside."""
+    log(f"{job.name}.start", backup_id=job.backup_id)
+    history = History(history_dsn if job.kind else None)
+    history.start(job)
+    try:
+        yield job
+    except BaseException as exc:
+        finished = time.time()
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        history.finish(job, message)
+        write_metrics(metrics_dir, job, ok=False, finished=finished)
+        log(
+            f"{job.name}.failed",
+            "error",
+            backup_id=job.backup_id,
+            error=message,
+            seconds=round(finished - job.started, 3),
+        )
+        raise
+    finished = time.time()
+    history.finish(job, None)
+    write_metrics(metrics_dir, job, ok=True, finished=finished)
+    log(
+        f"{job.name}.done",
+        backup_id=job.backup_id,
+        bytes=job.bytes,
+        seconds=round(finished - job.started, 3),
+    )
