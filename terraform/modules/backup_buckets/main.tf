@@ -32,7 +32,7 @@ data "aws_iam_policy_document" "key" {
 
 resource "aws_kms_key" "backup" {
   description             = "dbtier backups (${var.bucket_name}): SSE-KMS and backup envelope encryption"
-  multi_region            = true
+  multi_region            = var.multi_region_key
   enable_key_rotation     = true
   deletion_window_in_days = 30
   policy                  = data.aws_iam_policy_document.key.json
@@ -45,6 +45,7 @@ resource "aws_kms_alias" "backup" {
 }
 
 resource "aws_kms_replica_key" "dr" {
+  count    = var.multi_region_key ? 1 : 0
   provider = aws.dr
 
   description             = "dbtier backups (${var.dr_bucket_name}): replica of the primary backup key"
@@ -54,11 +55,27 @@ resource "aws_kms_replica_key" "dr" {
   tags                    = var.tags
 }
 
+resource "aws_kms_key" "dr" {
+  count    = var.multi_region_key ? 0 : 1
+  provider = aws.dr
+
+  description             = "dbtier backups (${var.dr_bucket_name}): DR region key"
+  enable_key_rotation     = true
+  deletion_window_in_days = 30
+  policy                  = data.aws_iam_policy_document.key.json
+  tags                    = var.tags
+}
+
+locals {
+  dr_key_arn = var.multi_region_key ? aws_kms_replica_key.dr[0].arn : aws_kms_key.dr[0].arn
+  dr_key_id  = var.multi_region_key ? aws_kms_replica_key.dr[0].key_id : aws_kms_key.dr[0].key_id
+}
+
 resource "aws_kms_alias" "dr" {
   provider = aws.dr
 
   name          = "alias/${var.dr_bucket_name}"
-  target_key_id = aws_kms_replica_key.dr.key_id
+  target_key_id = local.dr_key_id
 }
 
 # ---------------------------------------------------------------- primary bucket ----------
@@ -184,7 +201,7 @@ resource "aws_s3_bucket_server_side_encryption_configuration" "dr" {
   rule {
     apply_server_side_encryption_by_default {
       sse_algorithm     = "aws:kms"
-      kms_master_key_id = aws_kms_replica_key.dr.arn
+      kms_master_key_id = local.dr_key_arn
     }
     bucket_key_enabled = true
   }
@@ -328,7 +345,7 @@ data "aws_iam_policy_document" "replication" {
   statement {
     sid       = "EncryptReplicas"
     actions   = ["kms:Encrypt", "kms:GenerateDataKey"]
-    resources = [aws_kms_replica_key.dr.arn]
+    resources = [local.dr_key_arn]
     condition {
       test     = "StringLike"
       variable = "kms:ViaService"
@@ -366,7 +383,7 @@ resource "aws_s3_bucket_replication_configuration" "this" {
       bucket        = aws_s3_bucket.dr.arn
       storage_class = var.dr_storage_class
       encryption_configuration {
-        replica_kms_key_id = aws_kms_replica_key.dr.arn
+        replica_kms_key_id = local.dr_key_arn
       }
     }
   }

@@ -39,8 +39,8 @@ output "kms_key_id" {
 }
 
 output "dr_kms_key_arn" {
-  description = "ARN of the replica backup key in the DR region."
-  value       = aws_kms_replica_key.dr.arn
+  description = "ARN of the backup key in the DR region (the multi-Region replica, or an independent key)."
+  value       = local.dr_key_arn
 }
 
 output "replication_role_arn" {

@@ -62,6 +62,16 @@ variable "dr_storage_class" {
   }
 }
 
+variable "multi_region_key" {
+  description = <<-EOT
+    Make the backup key a multi-Region key with a replica in the DR region (recommended): backups
+    encrypted by dbtier in the primary region stay decryptable in the DR region when the primary
+    region is down. false creates an independent key in the DR region instead.
+  EOT
+  type        = bool
+  default     = true
+}
+
 variable "force_destroy" {
   description = "Allow destroying non-empty buckets. Only for throwaway environments."
   type        = bool

@@ -1,0 +1,28 @@
+environment = "staging"
+
+region             = "us-east-1"
+dr_region          = "eu-west-1"
+availability_zones = ["us-east-1a", "us-east-1b"]
+
+vpc_cidr             = "10.41.0.0/16"
+private_subnet_cidrs = ["10.41.1.0/24", "10.41.2.0/24"]
+app_cidr_blocks      = ["10.41.100.0/22"]
+
+db_engine_version        = "15"
+db_instance_class        = "db.t4g.medium"
+db_allocated_storage     = 50
+db_max_allocated_storage = 200
+db_multi_az              = true
+db_backup_retention_days = 7
+db_deletion_protection   = true
+db_skip_final_snapshot   = false
+db_performance_insights  = true
+db_monitoring_interval   = 60
+
+backup_bucket_name    = "mockupaws-dbtier-staging-backups"
+backup_dr_bucket_name = "mockupaws-dbtier-staging-backups-dr"
+backup_retention_days = 14
+
+pgbouncer_count         = 2
+pgbouncer_instance_type = "t3.small"
+ops_instance_type       = "t3.medium"

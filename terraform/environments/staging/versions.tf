@@ -1,0 +1,13 @@
+terraform {
+  required_version = ">= 1.7.0"
+
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = "~> 5.100"
+    }
+  }
+
+  # Partial configuration: `terraform init -backend-config=backend.hcl` (copy backend.hcl.example).
+  backend "s3" {}
+}
