@@ -122,7 +122,7 @@ def test_query_through_pgbouncer_reaches_postgresql_as_app_user():
 
 
 def test_pgbouncer_refuses_a_wrong_password():
-    out = psql(BOUNCER, "SELECT 1", user=APP_USER, password="wrong-password", port=6432)
+    out = psql(BOUNCER, "SELECT 1", user=APP_USER, password="wrong-password", port=6432)  # noqa: S106
     assert out.rc != 0
     assert "authentication failed" in out.stderr
 
