@@ -1,0 +1,30 @@
+mock_provider "aws" {}
+
+variables {
+  name                  = "dbtier-test-ops"
+  ami_id                = "ami-0123456789abcdef0"
+  subnet_id             = "subnet-0a1b2c3d"
+  security_group_ids    = ["sg-0123abcd"]
+  instance_profile_name = "dbtier-test-ops"
+}
+
+run "hardened_host_with_the_ops_profile" {
+  command = plan
+
+  assert {
+    condition     = aws_instance.this.iam_instance_profile == "dbtier-test-ops"
+    error_message = "the ops host carries the iam module's profile"
+  }
+  assert {
+    condition     = aws_instance.this.metadata_options[0].http_tokens == "required" && aws_instance.this.root_block_device[0].encrypted
+    error_message = "IMDSv2 only, encrypted root volume"
+  }
+}
+
+run "rejects_bad_ami" {
+  command = plan
+  variables {
+    ami_id = "latest"
+  }
+  expect_failures = [var.ami_id]
+}
