@@ -46,7 +46,7 @@ def _molecule(scenario: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.timeout(1800)
-@pytest.mark.parametrize("scenario", ["default"])
+@pytest.mark.parametrize("scenario", ["default", "auth-query"])
 def test_molecule_scenario(scenario):
     """create, converge site.yml, idempotence (changed=0), testinfra verify, destroy."""
     started = time.monotonic()
