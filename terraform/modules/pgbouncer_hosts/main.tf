@@ -66,8 +66,8 @@ resource "aws_instance" "this" {
   }
 }
 
-#checkov:skip=CKV_AWS_91:A TCP load balancer for PostgreSQL traffic; its access logs only exist for TLS listeners, and PgBouncer logs every connection.
 resource "aws_lb" "this" {
+  #checkov:skip=CKV_AWS_91:A TCP load balancer for PostgreSQL traffic; its access logs only exist for TLS listeners, and PgBouncer logs every connection.
   name                             = "${var.name}-pgbouncer"
   internal                         = true
   load_balancer_type               = "network"
@@ -104,8 +104,6 @@ resource "aws_lb_target_group_attachment" "this" {
   port             = var.port
 }
 
-#checkov:skip=CKV_AWS_2:PostgreSQL speaks its own TLS inside the TCP stream (sslmode=require); the NLB passes it through.
-#checkov:skip=CKV_AWS_103:Same: TLS is negotiated by PgBouncer, not terminated at the NLB.
 resource "aws_lb_listener" "this" {
   load_balancer_arn = aws_lb.this.arn
   port              = var.port
