@@ -22,6 +22,11 @@ variable "region" {
 variable "dr_region" {
   description = "Disaster-recovery region (replica bucket and key). Must differ from region."
   type        = string
+
+  validation {
+    condition     = var.dr_region != var.region
+    error_message = "dr_region must differ from region: a DR copy in the same region is no DR."
+  }
 }
 
 variable "availability_zones" {

@@ -148,7 +148,7 @@ variable "performance_insights_retention_period" {
   default     = 7
 
   validation {
-    condition     = var.performance_insights_retention_period == 7 || (var.performance_insights_retention_period % 31 == 0 && var.performance_insights_retention_period <= 731) || var.performance_insights_retention_period == 731
+    condition     = contains([7, 731], var.performance_insights_retention_period) || (var.performance_insights_retention_period % 31 == 0 && var.performance_insights_retention_period >= 31 && var.performance_insights_retention_period <= 713)
     error_message = "performance_insights_retention_period must be 7, a multiple of 31 up to 713, or 731."
   }
 }
