@@ -3,14 +3,15 @@
 Format (all integers big-endian)::
 
     header  = b"DBTIERE1" | chunk_size:u32 | stream_id:16 bytes (random)
-    chunk i = nonce:12 bytes (random) | AES-256-GCM(plaintext) | tag:16 bytes
+    chunk i = 0x00 | nonce:12 bytes (random) | AES-256-GCM(plaintext) | tag:16 bytes
+    final   = 0x01 | length:u32 | nonce:12 | AES-256-GCM(plaintext) | tag:16
     AAD(i)  = stream_id | i:u64 | final:u8
 
-Every chunk but the last holds exactly chunk_size bytes of plaintext; the last one ("final",
-flag 1) holds fewer, possibly none. So a reader knows where each chunk ends without a length
-field: a full-size chunk is never final, a short one always is. Because the index and the final
-flag are authenticated, a missing tail, swapped or repeated chunks, chunks spliced in from
-another stream (other stream id) and flipped bits all fail authentication.
+Every chunk but the last holds exactly chunk_size bytes of plaintext; the final one holds fewer,
+possibly none, and says how many, so the reader knows exactly where the stream ends. Because the
+index and the final flag are authenticated, a missing tail, swapped, repeated or dropped chunks,
+chunks spliced in from another stream (other stream id) and flipped bits all fail; bytes after
+the final chunk are reported as trailing data.
 
 Chunk numbers in error messages are the 0-based indexes of the format.
 """
@@ -34,7 +35,10 @@ KEY_SIZE = 32
 NONCE_SIZE = 12
 TAG_SIZE = 16
 STREAM_ID_SIZE = 16
-OVERHEAD = NONCE_SIZE + TAG_SIZE
+OVERHEAD = 1 + NONCE_SIZE + TAG_SIZE  # per chunk
+FINAL_OVERHEAD = OVERHEAD + 4  # the final chunk also carries its length
+_MORE, _FINAL = b"\x00", b"\x01"
+_LENGTH = struct.Struct(">I")
 _HEADER = struct.Struct(">8sI16s")
 HEADER_SIZE = _HEADER.size
 _AAD = struct.Struct(">16sQB")
@@ -53,7 +57,8 @@ def _check_key(data_key: bytes) -> AESGCM:
 def encrypted_size(plain_size: int, chunk_size: int = CHUNK_SIZE) -> int:
     """Size of the encrypted stream for plain_size bytes of plaintext."""
     full_chunks = plain_size // chunk_size
-    return HEADER_SIZE + full_chunks * (chunk_size + OVERHEAD) + plain_size % chunk_size + OVERHEAD
+    last = plain_size % chunk_size
+    return HEADER_SIZE + full_chunks * (chunk_size + OVERHEAD) + last + FINAL_OVERHEAD
 
 
 class EncryptingWriter(io.RawIOBase):
@@ -87,7 +92,8 @@ class EncryptingWriter(io.RawIOBase):
     def _emit(self, plaintext: bytes | bytearray | memoryview, final: bool) -> None:
         nonce = os.urandom(NONCE_SIZE)
         aad = _AAD.pack(self._stream_id, self._index, 1 if final else 0)
-        self._emit_raw(nonce + self._aead.encrypt(nonce, plaintext, aad))
+        lead = _FINAL + _LENGTH.pack(len(plaintext)) if final else _MORE
+        self._emit_raw(lead + nonce + self._aead.encrypt(nonce, plaintext, aad))
         self._index += 1
 
     def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
@@ -192,25 +198,31 @@ class DecryptingReader(io.RawIOBase):
         return data
 
     def _next_chunk(self) -> None:
-        full = self.chunk_size + OVERHEAD
-        record = self._read_exact(full)
         n = self._index
-        if len(record) == full:
-            final = False
-        elif len(record) == 0:
+        marker = self._read_exact(1)
+        if not marker:
             raise IntegrityError("stream truncated (no final chunk)")
-        elif len(record) < OVERHEAD:
-            raise IntegrityError(f"stream truncated (incomplete chunk {n})")
+        if marker == _MORE:
+            final, length = False, self.chunk_size
+        elif marker == _FINAL:
+            raw_length = self._read_exact(_LENGTH.size)
+            if len(raw_length) < _LENGTH.size:
+                raise IntegrityError(f"stream truncated (incomplete chunk {n})")
+            final, (length,) = True, _LENGTH.unpack(raw_length)
+            if length > self.chunk_size:
+                raise IntegrityError(f"corrupted stream at chunk {n} (bad final chunk length)")
         else:
-            final = True
-        nonce, body = record[:NONCE_SIZE], record[NONCE_SIZE:]
+            raise IntegrityError(f"corrupted stream at chunk {n} (bad chunk marker)")
+        record = self._read_exact(NONCE_SIZE + length + TAG_SIZE)
+        if len(record) < NONCE_SIZE + length + TAG_SIZE:
+            raise IntegrityError(f"stream truncated (incomplete chunk {n})")
         aad = _AAD.pack(self._stream_id, n, 1 if final else 0)
         try:
-            plaintext = self._aead.decrypt(nonce, body, aad)
+            plaintext = self._aead.decrypt(record[:NONCE_SIZE], record[NONCE_SIZE:], aad)
         except InvalidTag:
-            # A short chunk may also be a full one cut short: say so rather than guess.
-            why = "corrupted, truncated or wrong key" if final else "corrupted or wrong key"
-            raise IntegrityError(f"authentication failed at chunk {n} ({why})") from None
+            raise IntegrityError(
+                f"authentication failed at chunk {n} (corrupted or wrong key)"
+            ) from None
         self._index += 1
         if final:
             if self._read_exact(1):
