@@ -26,7 +26,7 @@ import zstandard
 from .compression import IO_SIZE, compressor, decompressor
 from .crypto import CHUNK_SIZE, DecryptingReader, EncryptingWriter, IntegrityError
 from .errors import DbtierError
-from .repository import Repository
+from .repository import ObjectNotFound, Repository
 
 QUEUE_DEPTH = 8  # encrypted chunks (~1 MiB each) between the producer and the upload
 
@@ -201,12 +201,23 @@ def download_decrypted(
     dest: BinaryIO | None,
     data_key: bytes,
     expected_sha256: str | None = None,
+    *,
+    expected_size: int | None = None,
 ) -> DownloadResult:
     """Stream key from repo, verify, decrypt, decompress into dest (None: discard).
 
     Raises IntegrityError naming the object on any mismatch. dest has received data by then:
     write to a scratch place, commit only after this returns (see the module docstring).
+    expected_size (the manifest's stored size) is checked first, before dest sees a byte.
     """
+    if expected_size is not None:
+        stored_size = repo.size(key)
+        if stored_size is None:
+            raise ObjectNotFound(f"object {key} not found in {repo.describe()}")
+        if stored_size != expected_size:
+            raise IntegrityError(
+                f"object {key}: size mismatch (stored {stored_size}, manifest {expected_size})"
+            )
     with repo.open_read(key) as handle:
         stored = _HashingReader(handle)
         out = _HashingWriter(dest)
@@ -238,7 +249,14 @@ def download_decrypted(
 
 
 def verify_object(
-    repo: Repository, key: str, data_key: bytes, expected_sha256: str | None
+    repo: Repository,
+    key: str,
+    data_key: bytes,
+    expected_sha256: str | None,
+    *,
+    expected_size: int | None = None,
 ) -> DownloadResult:
     """Read, authenticate, decrypt and decompress key to nowhere, checking everything."""
-    return download_decrypted(repo, key, None, data_key, expected_sha256)
+    return download_decrypted(
+        repo, key, None, data_key, expected_sha256, expected_size=expected_size
+    )
