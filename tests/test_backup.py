@@ -76,8 +76,10 @@ def fingerprints(dsn: str) -> dict[str, str]:
 @pytest.fixture
 def source_db(database: str) -> str:
     migrations.migrate(database, SQL_DIR)
-    sampledata.load(database, sampledata.SampleSize(scenarios=10, logs_per_scenario=100,
-                                                    metrics_per_scenario=50))
+    sampledata.load(
+        database,
+        sampledata.SampleSize(scenarios=10, logs_per_scenario=100, metrics_per_scenario=50),
+    )
     return database
 
 
@@ -135,7 +137,9 @@ def test_restore_over_existing_db_takes_safety_backup_first(source_db: str, stor
     safety_id = json.loads(done.stdout)["safety_backup_id"]
     assert safety_id and safety_id.endswith("-safety")
     assert fingerprints(source_db) == before
-    kinds = [b["kind"] for b in json.loads(cli(store, "backup", "list", "--json").stdout)["backups"]]
+    kinds = [
+        b["kind"] for b in json.loads(cli(store, "backup", "list", "--json").stdout)["backups"]
+    ]
     assert sorted(kinds) == ["logical", "safety"]
 
 
@@ -154,17 +158,18 @@ def test_tampered_object_fails_verify_and_restore_names_it(source_db: str, store
     assert restore.returncode == 1
     assert "dump.pgc.zst.enc" in restore.stderr.strip().splitlines()[-1]
     with psycopg.connect(source_db) as conn:
-        exists = conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE %s",
-                              (f"{target}%",)).fetchone()[0]
+        exists = conn.execute(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE %s", (f"{target}%",)
+        ).fetchone()[0]
     assert exists == 0  # nothing restored, not even a staging database
 
 
-def test_killed_backup_leaves_no_manifest_and_latest_unchanged(
-    database: str, store: dict
-) -> None:
+def test_killed_backup_leaves_no_manifest_and_latest_unchanged(database: str, store: dict) -> None:
     migrations.migrate(database, SQL_DIR)
-    sampledata.load(database, sampledata.SampleSize(scenarios=40, logs_per_scenario=4000,
-                                                    metrics_per_scenario=100))
+    sampledata.load(
+        database,
+        sampledata.SampleSize(scenarios=40, logs_per_scenario=4000, metrics_per_scenario=100),
+    )
     first = cli(store, "backup", "full", "--json", dsn=database)
     assert first.returncode == 0, first.stderr
     good = json.loads(first.stdout)["backup_id"]
@@ -173,12 +178,16 @@ def test_killed_backup_leaves_no_manifest_and_latest_unchanged(
     proc = subprocess.Popen(
         [str(VENV_BIN / "dbtier"), "backup", "full"],
         env={**os.environ, "DBTIER_CONFIG": str(store["config"]), "DATABASE_URL": database},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        partial = [p for p in store["repo"].glob("backups/*/*")
-                   if good not in str(p) and p.name != "manifest.json"]
+        partial = [
+            p
+            for p in store["repo"].glob("backups/*/*")
+            if good not in str(p) and p.name != "manifest.json"
+        ]
         if partial:
             break
         time.sleep(0.005)
@@ -198,15 +207,17 @@ def test_wrong_or_missing_key_fails_before_writing(source_db: str, store: dict) 
     wrong = store["base"] / "wrong.key"
     wrong.write_bytes(os.urandom(32))
 
-    proc = cli(store, "restore", "latest", "--key", f"file:{wrong}", "--target-db", "x",
-               dsn=source_db)
+    proc = cli(
+        store, "restore", "latest", "--key", f"file:{wrong}", "--target-db", "x", dsn=source_db
+    )
     assert proc.returncode == 1
     assert "wrong master key" in proc.stderr.strip().splitlines()[-1]
     proc = cli(store, "backup", "verify", "--key", f"file:{wrong}")
     assert proc.returncode == 1 and "wrong master key" in proc.stderr
 
-    proc = cli(store, "backup", "full", "--key", f"file:{store['base'] / 'absent.key'}",
-               dsn=source_db)
+    proc = cli(
+        store, "backup", "full", "--key", f"file:{store['base'] / 'absent.key'}", dsn=source_db
+    )
     assert proc.returncode == 2
     assert "absent.key" in proc.stderr.strip().splitlines()[-1]
     assert "Traceback" not in proc.stderr
@@ -244,11 +255,16 @@ def test_wal_push_is_idempotent_and_refuses_different_content(store: dict) -> No
 @pytest.fixture
 def archiving_cluster(store: dict) -> Iterator[LocalCluster]:
     base = shared_dir("dbtier-pitr-")
-    command = (f"DBTIER_CONFIG={store['config']} {VENV_BIN / 'dbtier'} wal-push --quiet %p")
-    cluster = LocalCluster(base=base, settings={
-        "wal_level": "replica", "archive_mode": "on", "archive_command": f"'{command}'",
-        "max_wal_senders": "4",
-    })
+    command = f"DBTIER_CONFIG={store['config']} {VENV_BIN / 'dbtier'} wal-push --quiet %p"
+    cluster = LocalCluster(
+        base=base,
+        settings={
+            "wal_level": "replica",
+            "archive_mode": "on",
+            "archive_command": f"'{command}'",
+            "max_wal_senders": "4",
+        },
+    )
     cluster.init()
     hba = cluster.datadir / "pg_hba.conf"
     hba.write_text(hba.read_text() + "\nhost replication all 127.0.0.1/32 trust\n")
@@ -272,15 +288,17 @@ def wait_archived(dsn: str, timeout: float = 60) -> None:
         target = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
         while time.monotonic() < deadline:
             last, failed = conn.execute(
-                "SELECT last_archived_wal, failed_count FROM pg_stat_archiver").fetchone()
-            if last and last >= target[:24] or (last and last[:24] >= target):
+                "SELECT last_archived_wal, failed_count FROM pg_stat_archiver"
+            ).fetchone()
+            if (last and last >= target[:24]) or (last and last[:24] >= target):
                 return
             time.sleep(0.2)
     raise AssertionError(f"WAL not archived in time (last {last}, failed {failed})")
 
 
-def test_pitr_restores_exactly_to_the_target_time(archiving_cluster: LocalCluster,
-                                                  store: dict) -> None:
+def test_pitr_restores_exactly_to_the_target_time(
+    archiving_cluster: LocalCluster, store: dict
+) -> None:
     dsn = archiving_cluster.dsn()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE events (id int PRIMARY KEY, batch text NOT NULL)")
@@ -302,16 +320,26 @@ def test_pitr_restores_exactly_to_the_target_time(archiving_cluster: LocalCluste
     wait_archived(dsn)
 
     datadir = shared_dir("dbtier-restored-") / "data"
-    restored = cli(store, "restore", "--target-time", target.isoformat(), "--data-dir",
-                   str(datadir), "--keep-running", "--json", dsn=dsn)
+    restored = cli(
+        store,
+        "restore",
+        "--target-time",
+        target.isoformat(),
+        "--data-dir",
+        str(datadir),
+        "--keep-running",
+        "--json",
+        dsn=dsn,
+    )
     assert restored.returncode == 0, restored.stderr
     info = json.loads(restored.stdout)
     assert info["base_backup"] == manifest["backup_id"]
     recovered = LocalCluster(base=datadir.parent, port=info["port"], data=datadir)
     try:
         with psycopg.connect(recovered.dsn(), autocommit=True) as conn:
-            batches = dict(conn.execute(
-                "SELECT batch, count(*) FROM events GROUP BY batch").fetchall())
+            batches = dict(
+                conn.execute("SELECT batch, count(*) FROM events GROUP BY batch").fetchall()
+            )
             assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is False
         assert batches == {"A": 100, "A2": 50}  # B, committed after the target, is absent
     finally:
@@ -324,16 +352,31 @@ def test_pitr_restores_exactly_to_the_target_time(archiving_cluster: LocalCluste
     assert manifest["backup_id"] in cleanup["kept"]
 
     # a target before the oldest base backup, or after the archive, is refused up front
-    early = cli(store, "restore", "--target-time", "2020-01-01 00:00:00+00", "--data-dir",
-                str(store["base"] / "never"), dsn=dsn)
+    early = cli(
+        store,
+        "restore",
+        "--target-time",
+        "2020-01-01 00:00:00+00",
+        "--data-dir",
+        str(store["base"] / "never"),
+        dsn=dsn,
+    )
     assert early.returncode == 2 and "before the oldest base backup" in early.stderr
-    late = cli(store, "restore", "--target-time", "2099-01-01 00:00:00+00", "--data-dir",
-               str(store["base"] / "never"), dsn=dsn)
+    late = cli(
+        store,
+        "restore",
+        "--target-time",
+        "2099-01-01 00:00:00+00",
+        "--data-dir",
+        str(store["base"] / "never"),
+        dsn=dsn,
+    )
     assert late.returncode == 2 and "after the last archived WAL" in late.stderr
 
 
-def test_pitr_with_a_missing_wal_segment_fails_clearly(archiving_cluster: LocalCluster,
-                                                       store: dict) -> None:
+def test_pitr_with_a_missing_wal_segment_fails_clearly(
+    archiving_cluster: LocalCluster, store: dict
+) -> None:
     dsn = archiving_cluster.dsn()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE t (x int)")
@@ -351,19 +394,28 @@ def test_pitr_with_a_missing_wal_segment_fails_clearly(archiving_cluster: LocalC
     switch_wal(dsn)
     wait_archived(dsn)
     manifest = catalog.Manifest.from_json(
-        next(store["repo"].glob("backups/*-base/manifest.json")).read_text(), "m")
+        next(store["repo"].glob("backups/*-base/manifest.json")).read_text(), "m"
+    )
     # remove the first segment after the base backup's end
     stop = manifest.stop_wal_file
-    following = sorted(p for p in (store["repo"] / "wal").glob("*.json")
-                       if len(p.stem) == 24 and p.stem > stop)
+    following = sorted(
+        p for p in (store["repo"] / "wal").glob("*.json") if len(p.stem) == 24 and p.stem > stop
+    )
     assert following, "no WAL after the base backup was archived"
     gone = following[0].stem
     (store["repo"] / "wal" / f"{gone}.json").unlink()
 
     datadir = shared_dir("dbtier-restored-") / "data"
     try:
-        proc = cli(store, "restore", "--target-time", target.isoformat(), "--data-dir",
-                   str(datadir), dsn=dsn)
+        proc = cli(
+            store,
+            "restore",
+            "--target-time",
+            target.isoformat(),
+            "--data-dir",
+            str(datadir),
+            dsn=dsn,
+        )
         assert proc.returncode == 1
         assert "recovery" in proc.stderr.strip().splitlines()[-1]
     finally:
