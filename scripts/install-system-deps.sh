@@ -8,6 +8,9 @@ PACKAGES=(
   pgbouncer                            # the real pooler the tests start
   podman runc debootstrap uidmap       # the local container stack and Molecule
   iproute2 make
+  # dbtier as the postgres OS user runs it (archive_command in the tests): Debian's Python
+  # with the same python3-* packages roles/dbtier installs on database hosts.
+  python3 python3-psycopg python3-sqlparse python3-boto3 python3-cryptography python3-zstandard
 )
 
 missing=()

@@ -19,6 +19,10 @@ from dbtier.pgcluster import LocalCluster
 ROOT = Path(__file__).resolve().parents[1]
 SQL_DIR = ROOT / "files" / "sql"
 VENV_BIN = Path(sys.executable).parent
+# dbtier as the postgres OS user runs it (archive_command, restore_command): the venv lives under
+# /root, which postgres cannot enter, so Debian's python3 with the python3-* packages that
+# roles/dbtier installs on database hosts (scripts/install-system-deps.sh) and this source tree.
+SERVER_DBTIER = f"env PYTHONPATH={ROOT / 'src'} /usr/bin/python3 -m dbtier"
 
 
 @pytest.fixture(scope="session")

@@ -18,8 +18,9 @@ import pytest
 
 from dbtier import catalog, migrations, sampledata
 from dbtier.pgcluster import LocalCluster, chown_to_server_user
+from dbtier.repository import FileRepository
 
-from .conftest import SQL_DIR, VENV_BIN, run_dbtier
+from .conftest import SERVER_DBTIER, SQL_DIR, VENV_BIN, run_dbtier
 
 TABLES = ("scenarios", "scenario_logs", "scenario_metrics", "reports", "api_keys")
 
@@ -46,6 +47,7 @@ def store(tmp_path: Path) -> Iterator[dict]:
     config = base / "dbtier.toml"
     config.write_text(
         f'repository = "file://{repo}"\nkey = "file:{key}"\nmetrics_dir = "{metrics}"\n'
+        f'command = "{SERVER_DBTIER}"\n'
     )
     config.chmod(0o644)
     try:
@@ -81,6 +83,10 @@ def source_db(database: str) -> str:
         sampledata.SampleSize(scenarios=10, logs_per_scenario=100, metrics_per_scenario=50),
     )
     return database
+
+
+def catalog_repo(store: dict) -> FileRepository:
+    return FileRepository(store["repo"])
 
 
 def dbname(dsn: str) -> str:
@@ -210,10 +216,12 @@ def test_wrong_or_missing_key_fails_before_writing(source_db: str, store: dict) 
     proc = cli(
         store, "restore", "latest", "--key", f"file:{wrong}", "--target-db", "x", dsn=source_db
     )
-    assert proc.returncode == 1
-    assert "wrong master key" in proc.stderr.strip().splitlines()[-1]
+    # A wrong key is a configuration error (exit 2), named before anything is touched.
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2, proc.stderr
+    assert "cannot be unwrapped" in last and "does not match" in last
     proc = cli(store, "backup", "verify", "--key", f"file:{wrong}")
-    assert proc.returncode == 1 and "wrong master key" in proc.stderr
+    assert proc.returncode == 2 and "cannot be unwrapped" in proc.stderr
 
     proc = cli(
         store, "backup", "full", "--key", f"file:{store['base'] / 'absent.key'}", dsn=source_db
@@ -255,7 +263,7 @@ def test_wal_push_is_idempotent_and_refuses_different_content(store: dict) -> No
 @pytest.fixture
 def archiving_cluster(store: dict) -> Iterator[LocalCluster]:
     base = shared_dir("dbtier-pitr-")
-    command = f"DBTIER_CONFIG={store['config']} {VENV_BIN / 'dbtier'} wal-push --quiet %p"
+    command = f"DBTIER_CONFIG={store['config']} {SERVER_DBTIER} wal-push --quiet %p"
     cluster = LocalCluster(
         base=base,
         settings={
@@ -276,24 +284,25 @@ def archiving_cluster(store: dict) -> Iterator[LocalCluster]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def switch_wal(dsn: str) -> None:
+def switch_wal(dsn: str) -> str:
+    """Close the current WAL segment (so it gets archived); returns its name."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("SELECT pg_switch_wal()")
-        conn.execute("CHECKPOINT")
+        # pg_walfile_name() of the switch point names the segment just completed.
+        return conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
 
 
-def wait_archived(dsn: str, timeout: float = 60) -> None:
+def wait_archived(dsn: str, segment: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
+    last = failed = None
     with psycopg.connect(dsn, autocommit=True) as conn:
-        target = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
         while time.monotonic() < deadline:
             last, failed = conn.execute(
                 "SELECT last_archived_wal, failed_count FROM pg_stat_archiver"
             ).fetchone()
-            if (last and last >= target[:24]) or (last and last[:24] >= target):
+            if last and last[:24] >= segment:
                 return
             time.sleep(0.2)
-    raise AssertionError(f"WAL not archived in time (last {last}, failed {failed})")
+    raise AssertionError(f"{segment} not archived in time (last {last}, failed {failed})")
 
 
 def test_pitr_restores_exactly_to_the_target_time(
@@ -314,10 +323,7 @@ def test_pitr_restores_exactly_to_the_target_time(
         target = conn.execute("SELECT now()").fetchone()[0]
         time.sleep(1.2)
         conn.execute("INSERT INTO events SELECT g, 'B' FROM generate_series(151, 200) g")
-    switch_wal(dsn)
-    time.sleep(1.2)
-    switch_wal(dsn)  # the segment holding B is archived, and one more after it
-    wait_archived(dsn)
+    wait_archived(dsn, switch_wal(dsn))  # the segment holding batch B
 
     datadir = shared_dir("dbtier-restored-") / "data"
     restored = cli(
@@ -346,10 +352,18 @@ def test_pitr_restores_exactly_to_the_target_time(
         recovered.stop("immediate")
         shutil.rmtree(datadir.parent, ignore_errors=True)
 
-    # retention keeps the only base backup and the WAL it needs, however old
+    # retention keeps the only base backup and the WAL it needs, however old; only WAL from
+    # before the base backup's start may go
+    base_manifest = catalog.Manifest.from_json(
+        (store["repo"] / "backups" / manifest["backup_id"] / "manifest.json").read_text(), "m"
+    )
+    archived_before = set(catalog.archived_wal(catalog_repo(store)))
     cleanup = json.loads(cli(store, "backup", "cleanup", "--days", "0", "--json").stdout)
-    assert cleanup["deleted_backups"] == [] and cleanup["deleted_wal"] == 0
-    assert manifest["backup_id"] in cleanup["kept"]
+    assert cleanup["deleted_backups"] == [] and manifest["backup_id"] in cleanup["kept"]
+    archived_after = set(catalog.archived_wal(catalog_repo(store)))
+    assert cleanup["deleted_wal"] == len(archived_before - archived_after)
+    assert all(n[:24] < base_manifest.start_wal_file for n in archived_before - archived_after)
+    assert all(n[:24] >= base_manifest.start_wal_file for n in archived_after if "." not in n)
 
     # a target before the oldest base backup, or after the archive, is refused up front
     early = cli(
@@ -389,10 +403,7 @@ def test_pitr_with_a_missing_wal_segment_fails_clearly(
     time.sleep(1.2)
     target = datetime.now(UTC)
     time.sleep(1.2)
-    switch_wal(dsn)
-    time.sleep(1.2)
-    switch_wal(dsn)
-    wait_archived(dsn)
+    wait_archived(dsn, switch_wal(dsn))
     manifest = catalog.Manifest.from_json(
         next(store["repo"].glob("backups/*-base/manifest.json")).read_text(), "m"
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -21,10 +22,6 @@ from .pgtools import Child, program, split_password
 from .pipeline import upload_encrypted
 from .repository import Repository, open_repository
 
-LSN_RE = re.compile(
-    r"write-ahead log (start|end) point: ([0-9A-F]+/[0-9A-F]+)(?: on timeline (\d+))?"
-)
-
 
 @dataclass
 class Target:
@@ -37,7 +34,9 @@ class Target:
 
 def open_target(settings: Settings) -> Target:
     # The key first: no key or a bad key is an error before a single byte is written.
-    provider = keys.load_key_provider(settings.key)
+    provider = keys.load_key_provider(
+        settings.key, endpoint_url=settings.endpoint_url, region=settings.region
+    )
     url = settings.require("repository", "set BACKUP_REPOSITORY or repository= in dbtier.toml")
     repo = open_repository(
         url,
@@ -256,11 +255,18 @@ def backup_base(
         with db.connect(dsn, autocommit=True) as conn:
             facts = _server_facts(conn)
             archiving = conn.execute("SELECT current_setting('archive_mode')").fetchone()[0]
-        if archiving == "off":
-            raise DbtierError(
-                "archive_mode is off: a base backup without WAL archiving cannot "
-                "be used for point-in-time recovery"
-            )
+            if archiving == "off":
+                raise DbtierError(
+                    "archive_mode is off: a base backup without WAL archiving cannot "
+                    "be used for point-in-time recovery"
+                )
+            failing = _archiver_failure(conn)
+            first_segment = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[
+                0
+            ]
+        if failing:
+            # pg_basebackup would wait forever for WAL that never gets archived.
+            raise DbtierError(f"WAL archiving is failing ({failing}): fix it before a base backup")
         job.set(
             database=facts["database"],
             server_version=facts["server_version"],
@@ -270,8 +276,10 @@ def backup_base(
         )
         data_key, wrapped = keys.generate_data_key(target.provider)
         bare_dsn, env = split_password(dsn)
+        label = f"dbtier {backup_id}"
         cmd = [
             program("pg_basebackup", facts["major"], settings.pg_bindir),
+            f"--label={label}",
             "--pgdata=-",
             "--format=tar",
             "--wal-method=none",
@@ -282,6 +290,8 @@ def backup_base(
             bare_dsn,
         ]
         child = Child(cmd, env, stdout=subprocess.PIPE)
+        watchdog = ArchiverWatchdog(dsn, child, wal_wait)
+        watchdog.start()
         name = "base.tar.zst.enc"
         key = catalog.object_key(backup_id, name)
         log("backup.base", backup_id=backup_id)
@@ -293,22 +303,20 @@ def backup_base(
         except BaseException:
             child.kill()
             raise
+        finally:
+            watchdog.stop()
         rc = child.wait()
         if rc != 0:
             target.repo.delete(key)
+            if watchdog.reason:
+                raise DbtierError(f"base backup stopped: {watchdog.reason}")
             raise DbtierError(f"pg_basebackup failed: {child.error_line()}")
-        points: dict[str, tuple[str, int | None]] = {}
-        for line in child.all_lines:
-            match = LSN_RE.search(line)
-            if match:
-                points[match[1]] = (match[2], int(match[3]) if match[3] else None)
-        if "start" not in points or "end" not in points:
-            raise DbtierError("pg_basebackup did not report its WAL start and end points")
-        start_lsn, timeline = points["start"]
-        stop_lsn = points["end"][0]
-        timeline = timeline or 1
-        start_wal = catalog.wal_file_name(start_lsn, timeline)
-        stop_wal = catalog.wal_file_name(stop_lsn, timeline)
+        # The server archives a backup history file (<start segment>.<offset>.backup) naming
+        # the label and the exact start and stop WAL positions; it is the authoritative record.
+        history = _backup_history_file(target, label, first_segment, wal_wait)
+        start_lsn, start_wal = _location(history, "START WAL LOCATION")
+        stop_lsn, stop_wal = _location(history, "STOP WAL LOCATION")
+        timeline = int(history.get("START TIMELINE", "1"))
         _wait_for_wal(target.repo, stop_wal, wal_wait)
         job.bytes = upload.size
         job.set(start_lsn=start_lsn, stop_lsn=stop_lsn, timeline=timeline, checksum=upload.sha256)
@@ -342,6 +350,96 @@ def backup_base(
         )
         return _finish(target, manifest, job, secondary, check_replication)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+HISTORY_LINE = re.compile(r"^(?P<key>[A-Z ]+): (?P<value>.*)$")
+LOCATION = re.compile(r"^(?P<lsn>[0-9A-F]+/[0-9A-F]+) \(file (?P<file>[0-9A-F]{24})\)$")
+
+
+def _parse_history(text: str) -> dict[str, str]:
+    return {m["key"]: m["value"] for m in map(HISTORY_LINE.match, text.splitlines()) if m}
+
+
+def _location(history: dict[str, str], key: str) -> tuple[str, str]:
+    match = LOCATION.match(history.get(key, ""))
+    if not match:
+        raise DbtierError(f"backup history file: cannot read {key} ({history.get(key)!r})")
+    return match["lsn"], match["file"]
+
+
+def _backup_history_file(
+    target: Target, label: str, first_segment: str, timeout: float
+) -> dict[str, str]:
+    """The archived backup history file carrying our label (the server archives it last)."""
+    from . import wal
+
+    timeline, log_id = first_segment[:8], int(first_segment[8:16], 16)
+    prefixes = [f"wal/{timeline}{log_id:08X}", f"wal/{timeline}{log_id + 1:08X}"]
+    deadline = time.monotonic() + timeout
+    seen: set[str] = set()
+    while True:
+        for prefix in prefixes:
+            for key in sorted(target.repo.list(prefix), reverse=True):
+                name = key[len("wal/") : -len(".json")]
+                if not key.endswith(".backup.json") or name < first_segment or name in seen:
+                    continue
+                seen.add(name)
+                text = wal.read_archived(target.repo, target.provider, name).decode(
+                    errors="replace"
+                )
+                history = _parse_history(text)
+                if history.get("LABEL") == label:
+                    return history
+        if time.monotonic() >= deadline:
+            raise DbtierError(
+                f"the backup history file for '{label}' is not in {target.repo.describe()} after "
+                f"{timeout:g}s: does archive_command (dbtier wal-push) use this repository?"
+            )
+        time.sleep(0.5)
+
+
+def _archiver_failure(conn: psycopg.Connection) -> str | None:
+    """'last failed <wal> at <time>' when the archiver's latest attempt failed, else None."""
+    row = conn.execute(
+        "SELECT last_failed_wal, last_failed_time FROM pg_stat_archiver "
+        "WHERE last_failed_time > coalesce(last_archived_time, '-infinity')"
+    ).fetchone()
+    return f"last failed {row[0]} at {row[1]:%Y-%m-%d %H:%M:%S%z}" if row else None
+
+
+class ArchiverWatchdog(threading.Thread):
+    """Stops pg_basebackup when WAL archiving keeps failing during the backup.
+
+    Without WAL streaming, the server ends a base backup only once the WAL it needs is archived;
+    with a broken archive_command pg_basebackup would wait forever.
+    """
+
+    def __init__(self, dsn: str, child: Child, grace: float, interval: float = 2.0) -> None:
+        super().__init__(name="archiver-watchdog", daemon=True)
+        self.dsn, self.child, self.grace, self.interval = dsn, child, grace, interval
+        self.reason: str | None = None
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        failing_since: float | None = None
+        while not self._stop_event.wait(self.interval):
+            try:
+                with db.connect(self.dsn, autocommit=True) as conn:
+                    failure = _archiver_failure(conn)
+            except (DbtierError, psycopg.Error):
+                continue  # the backup itself reports an unreachable server
+            if failure is None:
+                failing_since = None
+                continue
+            failing_since = failing_since or time.monotonic()
+            if time.monotonic() - failing_since >= self.grace:
+                self.reason = f"WAL archiving failing for {self.grace:g}s ({failure})"
+                log("backup.archiver_failing", "error", detail=failure)
+                self.child.kill()
+                return
+
+    def stop(self) -> None:
+        self._stop_event.set()
 
 
 def _wait_for_wal(repo: Repository, name: str, timeout: float) -> None:

@@ -370,7 +370,91 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--metrics-per-scenario", type=int, default=500)
     sd.add_argument("--days", type=int, default=900, help="spread of the history in days")
     sd.set_defaults(func=cmd_sample_data)
+    _add_backup_parsers(sub, common)
     return parser
+
+
+def _add_backup_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    """backup, wal-push, wal-fetch, restore: settings from dbtier.toml, environment, flags."""
+    store = argparse.ArgumentParser(add_help=False, parents=[common])
+    store.add_argument("--config", help="settings file (default: $DBTIER_CONFIG, /etc/dbtier)")
+    store.add_argument("--repo", metavar="URL", help="file:///path or s3://bucket/prefix")
+    store.add_argument("--key", metavar="SPEC", help="master key: file:PATH, env:VAR, kms:KEY-ID")
+    store.add_argument("--endpoint-url", help="S3/KMS endpoint (S3-compatible stores, tests)")
+    store.add_argument("--region", help="AWS region of the repository")
+    store.add_argument("--metrics-dir", help="Prometheus textfile collector directory")
+    dr = argparse.ArgumentParser(add_help=False)
+    dr.add_argument("--secondary", metavar="URL", help="DR repository: copy the backup there")
+    dr.add_argument(
+        "--check-replication",
+        action="store_true",
+        help="instead of copying, check that S3 replication delivered the backup",
+    )
+    dr.add_argument(
+        "--compression-level", type=int, help="zstd level 1-19 (default 3)", metavar="N"
+    )
+
+    bk = sub.add_parser("backup", help="make, verify, list and expire backups")
+    bk_sub = bk.add_subparsers(dest="action", required=True, metavar="ACTION")
+    bk_sub.add_parser(
+        "full", parents=[store, dr], help="logical dump (pg_dump -Fc) of the database"
+    )
+    bk_sub.add_parser(
+        "base", parents=[store, dr], help="physical base backup (pg_basebackup), basis for PITR"
+    )
+    ve = bk_sub.add_parser("verify", parents=[store], help="check checksums, decrypt, list TOC")
+    ve.add_argument("backup", nargs="?", default="latest", help="backup id or 'latest'")
+    ve.add_argument(
+        "--deep", action="store_true", help="restore into a scratch cluster, compare row counts"
+    )
+    bk_sub.add_parser("list", parents=[store], help="backups in the repository (manifests)")
+    cl = bk_sub.add_parser("cleanup", parents=[store], help="apply retention (days and/or count)")
+    cl.add_argument("--days", type=int, help="keep backups newer than this (default 30)")
+    cl.add_argument("--count", type=int, help="keep at least this many newest backups per kind")
+    cl.add_argument("--dry-run", action="store_true", help="print what would be deleted")
+    bk.set_defaults(func=cmd_backup)
+
+    wp = sub.add_parser("wal-push", parents=[store], help="archive_command: archive one WAL file")
+    wp.add_argument("path", help="%%p: path of the WAL file")
+    wp.set_defaults(func=cmd_wal_push)
+    wf = sub.add_parser("wal-fetch", parents=[store], help="restore_command: fetch one WAL file")
+    wf.add_argument("name", help="%%f: WAL file name")
+    wf.add_argument("destination", help="%%p: where to write it")
+    wf.set_defaults(func=cmd_wal_fetch)
+
+    rs = sub.add_parser(
+        "restore",
+        parents=[store],
+        help="logical restore, point-in-time recovery, or RDS point-in-time restore",
+    )
+    rs.add_argument(
+        "backup",
+        nargs="?",
+        default="latest",
+        help="backup id, 'latest' or <repository>/backups/<id>",
+    )
+    rs.add_argument("--target-db", help="database to restore into (default: the dump's)")
+    rs.add_argument("-j", "--jobs", type=int, default=4, help="pg_restore parallel jobs")
+    rs.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    rs.add_argument(
+        "--verify-only", action="store_true", help="check the backup restores; touch nothing"
+    )
+    rs.add_argument(
+        "--no-safety-backup",
+        action="store_true",
+        help="do not back up an existing target database first (dangerous)",
+    )
+    rs.add_argument("--no-owner", action="store_true", help="pg_restore --no-owner")
+    rs.add_argument("--target-time", help="PITR target, e.g. '2026-04-07 14:30:00+00'")
+    rs.add_argument("--data-dir", help="PITR: new data directory to recover into")
+    rs.add_argument("--port", type=int, help="PITR: port for the recovered server")
+    rs.add_argument(
+        "--keep-running", action="store_true", help="PITR: leave the recovered server running"
+    )
+    rs.add_argument("--rds-instance", help="RDS: source DB instance identifier")
+    rs.add_argument("--new-instance", help="RDS: identifier of the instance to create")
+    rs.add_argument("--no-wait", action="store_true", help="RDS: do not wait until available")
+    rs.set_defaults(func=cmd_restore)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

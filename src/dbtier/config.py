@@ -32,6 +32,7 @@ ENVIRONMENT = {
     "BACKUP_SECONDARY_REGION": "secondary_region",
     "DBTIER_METRICS_DIR": "metrics_dir",
     "DBTIER_HISTORY_DSN": "history_dsn",
+    "DBTIER_COMMAND": "command",
 }
 
 
@@ -51,6 +52,8 @@ class Settings:
     metrics_dir: str | None = None  # node_exporter textfile collector directory
     history_dsn: str | None = None  # where backup_history lives (default: dsn)
     pg_bindir: str | None = None  # PostgreSQL client binaries (default: version-matched)
+    # How a restored server's restore_command runs dbtier (default: this program's path).
+    command: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def require(self, name: str, hint: str) -> Any:

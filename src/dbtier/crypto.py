@@ -93,7 +93,7 @@ class EncryptingWriter(io.RawIOBase):
         nonce = os.urandom(NONCE_SIZE)
         aad = _AAD.pack(self._stream_id, self._index, 1 if final else 0)
         lead = _FINAL + _LENGTH.pack(len(plaintext)) if final else _MORE
-        self._emit_raw(lead + nonce + self._aead.encrypt(nonce, plaintext, aad))
+        self._emit_raw(lead + nonce + self._aead.encrypt(nonce, bytes(plaintext), aad))
         self._index += 1
 
     def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]

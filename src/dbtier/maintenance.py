@@ -51,7 +51,9 @@ def list_all(settings: Settings) -> list[dict[str, Any]]:
 
 
 def verify(settings: Settings, ref: str, *, deep: bool = False) -> dict[str, Any]:
-    provider = keys.load_key_provider(settings.key)
+    provider = keys.load_key_provider(
+        settings.key, endpoint_url=settings.endpoint_url, region=settings.region
+    )
     repo = _repo(settings)
     manifest = catalog.find_backup(repo, ref, kinds=("logical", "safety", "base"))
     data_key = keys.unwrap_data_key(provider, manifest.encryption["data_key"])
@@ -199,13 +201,15 @@ def cleanup(
     kept_bases = [m for m in backups if m.kind == "base" and m.id in keep]
     wal_doomed: list[str] = []
     if kept_bases:
-        oldest_needed = min(m.start_wal_file or "" for m in kept_bases)
+        # Compare segment numbers, not names: a segment of an older timeline past the oldest
+        # kept start is kept too (conservative). Timeline history files are always kept.
+        oldest_needed = min((m.start_wal_file or "0" * 24)[8:] for m in kept_bases)
         wal_doomed = sorted(
             n
             for n in catalog.archived_wal(repo)
             if catalog.WAL_SEGMENT_RE.match(n[:24])
             and not n.endswith(".history")
-            and n[:24] < oldest_needed
+            and n[8:24] < oldest_needed
         )
     job = Job(name="cleanup", kind="cleanup", backup_id=catalog.new_backup_id("cleanup"))
     result = {

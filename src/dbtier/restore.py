@@ -11,6 +11,7 @@ import tarfile
 import tempfile
 import threading
 import time
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +142,9 @@ def restore_logical(
     skip_safety_backup: bool = False,
     no_owner: bool = False,
 ) -> dict[str, Any]:
-    provider = keys.load_key_provider(settings.key)
+    provider = keys.load_key_provider(
+        settings.key, endpoint_url=settings.endpoint_url, region=settings.region
+    )
     repo, manifest, backup_id = _open(settings, ref)
     keys.unwrap_data_key(provider, manifest.encryption["data_key"])  # wrong key: fail now
     dsn = settings.dsn or db.resolve_dsn(None)
@@ -285,9 +288,15 @@ def choose_base(repo: Repository, target: Any) -> catalog.Manifest:
     return usable[-1]
 
 
+def _conf_quote(value: str) -> str:
+    """A postgresql.conf string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
 def _restore_command(settings: Settings) -> str:
     exe = Path(sys.argv[0]).resolve() if Path(sys.argv[0]).name == "dbtier" else None
     dbtier = str(exe) if exe and exe.exists() else str(Path(sys.executable).parent / "dbtier")
+    dbtier = settings.command or shlex.quote(dbtier)
     env = {
         "BACKUP_REPOSITORY": settings.repository,
         "DBTIER_MASTER_KEY_SPEC": settings.key,
@@ -298,7 +307,7 @@ def _restore_command(settings: Settings) -> str:
     # Only references go into postgresql.auto.conf, never secrets: the master key and AWS
     # credentials reach wal-fetch through the server's environment or dbtier.toml.
     prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items() if v)
-    return f"{prefix} {shlex.quote(dbtier)} wal-fetch %f %p".strip()
+    return f"{prefix} {dbtier} wal-fetch %f %p".strip()
 
 
 def _extract(repo: Repository, manifest: catalog.Manifest, provider: Any, datadir: Path) -> None:
@@ -349,7 +358,9 @@ def restore_pitr(
     from . import wal  # local import: wal imports pipeline lazily too
 
     target = catalog.parse_time(target_time)
-    provider = keys.load_key_provider(settings.key)
+    provider = keys.load_key_provider(
+        settings.key, endpoint_url=settings.endpoint_url, region=settings.region
+    )
     url = settings.require("repository", "set BACKUP_REPOSITORY or repository= in dbtier.toml")
     repo = open_repository(url, endpoint_url=settings.endpoint_url, region=settings.region)
     base = choose_base(repo, target)
@@ -385,8 +396,8 @@ def restore_pitr(
         with (directory / "postgresql.auto.conf").open("a") as conf:
             conf.write(
                 "\n# dbtier restore --target-time\n"
-                f"restore_command = '{_restore_command(settings)}'\n"
-                f"recovery_target_time = '{catalog.iso(target)}'\n"
+                f"restore_command = {_conf_quote(_restore_command(settings))}\n"
+                f"recovery_target_time = '{target.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f+00}'\n"
                 "recovery_target_action = 'promote'\n"
             )
         if os.geteuid() == 0:

@@ -9,6 +9,7 @@ key) is written after the object, so a half-pushed file is not archived and will
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import socket
@@ -56,7 +57,9 @@ def push(settings: Settings, path: str) -> str:
         raise UsageError(f"not a WAL file name: {name}")
     if not source.is_file():
         raise UsageError(f"WAL file not found: {source}")
-    provider = keys.load_key_provider(settings.key)
+    provider = keys.load_key_provider(
+        settings.key, endpoint_url=settings.endpoint_url, region=settings.region
+    )
     repo = _repo(settings)
     job = Job(name="wal_push")
     raw_sha = _sha256(source)
@@ -104,7 +107,9 @@ def fetch(settings: Settings, name: str, destination: str) -> int:
         log("wal_fetch.missing", file=name)
         return FETCH_MISSING
     sidecar = json.loads(repo.get_bytes(sidecar_key))
-    provider = keys.load_key_provider(settings.key)
+    provider = keys.load_key_provider(
+        settings.key, endpoint_url=settings.endpoint_url, region=settings.region
+    )
     data_key = keys.unwrap_data_key(provider, sidecar["data_key"])
     dest = Path(destination)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
@@ -125,6 +130,19 @@ def fetch(settings: Settings, name: str, destination: str) -> int:
         raise
     log("wal_fetch.done", file=name, bytes=result.raw_size)
     return 0
+
+
+def read_archived(repo: Repository, provider: keys.KeyProvider, name: str) -> bytes:
+    """A small archived file (.history, .backup) in memory, checked like wal-fetch checks."""
+    sidecar = json.loads(repo.get_bytes(catalog.wal_sidecar_key(name)))
+    data_key = keys.unwrap_data_key(provider, sidecar["data_key"])
+    buffer = io.BytesIO()
+    result = download_decrypted(
+        repo, catalog.wal_key(name), buffer, data_key, expected_sha256=sidecar["sha256"]
+    )
+    if result.raw_sha256 != sidecar["raw_sha256"]:
+        raise DbtierError(f"WAL file {name}: content checksum mismatch after decryption")
+    return buffer.getvalue()
 
 
 def last_archived(repo: Repository) -> tuple[str, str] | None:
