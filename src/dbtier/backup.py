@@ -34,9 +34,7 @@ class Target:
 
 def open_target(settings: Settings) -> Target:
     # The key first: no key or a bad key is an error before a single byte is written.
-    provider = keys.load_key_provider(
-        settings.key, endpoint_url=settings.endpoint_url, region=settings.region
-    )
+    provider = keys.from_settings(settings)
     url = settings.require("repository", "set BACKUP_REPOSITORY or repository= in dbtier.toml")
     repo = open_repository(
         url,
@@ -119,7 +117,12 @@ def dr_copy(
     keys_in_order = [catalog.object_key(manifest.id, o.key) for o in manifest.objects]
     keys_in_order.append(catalog.manifest_key(manifest.id))
     if check_replication:
+        # S3 replication is asynchronous (Replication Time Control promises 15 minutes): poll.
+        deadline = time.monotonic() + target.settings.replication_wait
         missing = [k for k in keys_in_order if not dr.exists(k)]
+        while missing and time.monotonic() < deadline:
+            time.sleep(min(5.0, max(0.1, deadline - time.monotonic())))
+            missing = [k for k in missing if not dr.exists(k)]
         state = "replicated" if not missing else "missing"
         log(
             "backup.dr_check",
@@ -131,9 +134,14 @@ def dr_copy(
         if missing:
             raise DbtierError(
                 f"DR check: {len(missing)} object(s) of {manifest.id} not in {dr.describe()} "
-                f"(first: {missing[0]}); replication has not delivered them"
+                f"(first: {missing[0]}); replication has not delivered them within "
+                f"{target.settings.replication_wait:g}s"
             )
-        return {"mode": "replication-checked", "secondary": dr.describe(), "objects": 0}
+        return {
+            "mode": "replication-checked",
+            "secondary": dr.describe(),
+            "objects": len(keys_in_order),
+        }
     started = time.monotonic()
     for key in keys_in_order:
         target.repo.copy_to(dr, key)

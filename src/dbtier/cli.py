@@ -147,6 +147,8 @@ def _settings(args: argparse.Namespace) -> Any:
         "repository": getattr(args, "repo", None),
         "key": getattr(args, "key", None),
         "secondary": getattr(args, "secondary", None),
+        "secondary_region": getattr(args, "secondary_region", None),
+        "storage_class": getattr(args, "storage_class", None),
         "endpoint_url": getattr(args, "endpoint_url", None),
         "region": getattr(args, "region", None),
         "metrics_dir": getattr(args, "metrics_dir", None),
@@ -385,6 +387,8 @@ def _add_backup_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     store.add_argument("--metrics-dir", help="Prometheus textfile collector directory")
     dr = argparse.ArgumentParser(add_help=False)
     dr.add_argument("--secondary", metavar="URL", help="DR repository: copy the backup there")
+    dr.add_argument("--secondary-region", help="AWS region of the DR repository")
+    dr.add_argument("--storage-class", help="S3 storage class, e.g. STANDARD_IA")
     dr.add_argument(
         "--check-replication",
         action="store_true",

@@ -33,6 +33,8 @@ ENVIRONMENT = {
     "DBTIER_METRICS_DIR": "metrics_dir",
     "DBTIER_HISTORY_DSN": "history_dsn",
     "DBTIER_COMMAND": "command",
+    "BACKUP_REPLICATION_WAIT": "replication_wait",
+    "DBTIER_KMS_REGION": "kms_region",
 }
 
 
@@ -49,6 +51,8 @@ class Settings:
     endpoint_url: str | None = None  # S3/KMS endpoint override (tests, S3-compatible stores)
     region: str | None = None
     secondary_region: str | None = None
+    kms_region: str | None = None  # region of a kms: master key (default: region)
+    replication_wait: int = 900  # --check-replication: seconds to wait for S3 replication
     metrics_dir: str | None = None  # node_exporter textfile collector directory
     history_dsn: str | None = None  # where backup_history lives (default: dsn)
     pg_bindir: str | None = None  # PostgreSQL client binaries (default: version-matched)

@@ -26,6 +26,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from .config import Settings
 from .crypto import KEY_SIZE, NONCE_SIZE, IntegrityError
 from .errors import EXIT_USAGE, DbtierError, UsageError
 
@@ -294,6 +295,15 @@ def load_key_provider(
         return KmsKeyProvider(rest, endpoint_url=endpoint_url, region=region)
     # Never echo the spec: a pasted key must not end up in logs.
     raise UsageError(f"master key spec must be {KEY_SPEC_HELP}")
+
+
+def from_settings(settings: Settings) -> KeyProvider:
+    """The configured master key; KMS in kms_region (a DR restore may use another region)."""
+    return load_key_provider(
+        settings.key,
+        endpoint_url=settings.endpoint_url,
+        region=settings.kms_region or settings.region,
+    )
 
 
 def generate_data_key(provider: KeyProvider) -> tuple[bytes, dict[str, str]]:

@@ -51,9 +51,7 @@ def list_all(settings: Settings) -> list[dict[str, Any]]:
 
 
 def verify(settings: Settings, ref: str, *, deep: bool = False) -> dict[str, Any]:
-    provider = keys.load_key_provider(
-        settings.key, endpoint_url=settings.endpoint_url, region=settings.region
-    )
+    provider = keys.from_settings(settings)
     repo = _repo(settings)
     manifest = catalog.find_backup(repo, ref, kinds=("logical", "safety", "base"))
     data_key = keys.unwrap_data_key(provider, manifest.encryption["data_key"])

@@ -142,9 +142,7 @@ def restore_logical(
     skip_safety_backup: bool = False,
     no_owner: bool = False,
 ) -> dict[str, Any]:
-    provider = keys.load_key_provider(
-        settings.key, endpoint_url=settings.endpoint_url, region=settings.region
-    )
+    provider = keys.from_settings(settings)
     repo, manifest, backup_id = _open(settings, ref)
     keys.unwrap_data_key(provider, manifest.encryption["data_key"])  # wrong key: fail now
     dsn = settings.dsn or db.resolve_dsn(None)
@@ -358,9 +356,7 @@ def restore_pitr(
     from . import wal  # local import: wal imports pipeline lazily too
 
     target = catalog.parse_time(target_time)
-    provider = keys.load_key_provider(
-        settings.key, endpoint_url=settings.endpoint_url, region=settings.region
-    )
+    provider = keys.from_settings(settings)
     url = settings.require("repository", "set BACKUP_REPOSITORY or repository= in dbtier.toml")
     repo = open_repository(url, endpoint_url=settings.endpoint_url, region=settings.region)
     base = choose_base(repo, target)

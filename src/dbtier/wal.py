@@ -57,9 +57,7 @@ def push(settings: Settings, path: str) -> str:
         raise UsageError(f"not a WAL file name: {name}")
     if not source.is_file():
         raise UsageError(f"WAL file not found: {source}")
-    provider = keys.load_key_provider(
-        settings.key, endpoint_url=settings.endpoint_url, region=settings.region
-    )
+    provider = keys.from_settings(settings)
     repo = _repo(settings)
     job = Job(name="wal_push")
     raw_sha = _sha256(source)
@@ -107,9 +105,7 @@ def fetch(settings: Settings, name: str, destination: str) -> int:
         log("wal_fetch.missing", file=name)
         return FETCH_MISSING
     sidecar = json.loads(repo.get_bytes(sidecar_key))
-    provider = keys.load_key_provider(
-        settings.key, endpoint_url=settings.endpoint_url, region=settings.region
-    )
+    provider = keys.from_settings(settings)
     data_key = keys.unwrap_data_key(provider, sidecar["data_key"])
     dest = Path(destination)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
