@@ -106,6 +106,17 @@ def test_logical_round_trip_is_identical_and_recorded(source_db: str, store: dic
     verified = cli(store, "backup", "verify", "latest", "--json")
     assert verified.returncode == 0, verified.stderr
     assert json.loads(verified.stdout)["toc_entries"] > 10
+    deep = cli(store, "backup", "verify", "latest", "--deep", "--json")
+    assert deep.returncode == 0, deep.stderr
+    manifest = json.loads(
+        (store["repo"] / "backups" / result["backup_id"] / "manifest.json").read_text()
+    )
+    counted = json.loads(deep.stdout)["row_counts"]
+    assert counted == {
+        "tables": len(manifest["row_counts"]),
+        "rows": sum(manifest["row_counts"].values()),
+    }
+    assert manifest["row_counts"]["public.scenario_logs"] == 1000
 
     target = f"{dbname(source_db)}_copy"
     restored = cli(store, "restore", "latest", "--target-db", target, "--json", dsn=source_db)
@@ -316,6 +327,9 @@ def test_pitr_restores_exactly_to_the_target_time(
     assert base.returncode == 0, base.stderr
     manifest = json.loads(base.stdout)
     assert manifest["kind"] == "base"
+    deep = cli(store, "backup", "verify", manifest["backup_id"], "--deep", "--json")
+    assert deep.returncode == 0, deep.stderr
+    assert json.loads(deep.stdout)["recovery"]["consistent"] is True
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("INSERT INTO events SELECT g, 'A2' FROM generate_series(101, 150) g")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import tempfile
 from datetime import timedelta
@@ -12,7 +14,7 @@ from . import catalog, keys
 from .config import Settings
 from .errors import DbtierError, UsageError
 from .jobs import Job, log, run_job
-from .pgcluster import LocalCluster
+from .pgcluster import LocalCluster, chown_to_server_user
 from .pgtools import program
 from .pipeline import verify_object
 from .repository import Repository, open_repository
@@ -82,6 +84,8 @@ def verify(settings: Settings, ref: str, *, deep: bool = False) -> dict[str, Any
                     f"base backup {manifest.id} needs WAL {missing[0]}, which is not archived"
                 )
             report["wal"] = f"{manifest.start_wal_file}..{manifest.stop_wal_file} archived"
+            if deep:
+                report["recovery"] = _deep_base(settings, repo, provider, manifest)
         else:
             major = int(manifest.server_version.split(".")[0])
             with tempfile.TemporaryDirectory(prefix="dbtier-verify-") as tmp:
@@ -111,6 +115,25 @@ def _missing_wal(repo: Repository, manifest: catalog.Manifest) -> list[str]:
         if name not in archived:
             missing.append(name)
     return missing
+
+
+def _deep_base(
+    settings: Settings, repo: Repository, provider: Any, manifest: catalog.Manifest
+) -> dict[str, Any]:
+    """Recover the base backup to its consistency point in a scratch directory, then drop it."""
+    from .restore import recover
+
+    base = Path(tempfile.mkdtemp(prefix="dbtier-deep-", dir="/tmp"))
+    base.chmod(0o755)
+    if os.geteuid() == 0:
+        chown_to_server_user(base)  # the server writes its log there
+    try:
+        result = recover(
+            settings, repo, provider, manifest, base / "data", "recovery_target = 'immediate'"
+        )
+        return {"consistent": True, "seconds": result["seconds"]}
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _deep_logical(

@@ -384,44 +384,81 @@ def restore_pitr(
         return {"dry_run": True, **plan}
     job = Job(name="restore_pitr", kind="pitr", backup_id=f"{catalog.new_backup_id('pitr')}")
     with run_job(job, history_dsn=settings.history_dsn, metrics_dir=settings.metrics_dir):
-        started = time.monotonic()
-        directory.mkdir(parents=True, exist_ok=True)
-        directory.chmod(0o700)
-        _extract(repo, base, provider, directory)
-        (directory / "recovery.signal").touch()
-        with (directory / "postgresql.auto.conf").open("a") as conf:
-            conf.write(
-                "\n# dbtier restore --target-time\n"
-                f"restore_command = {_conf_quote(_restore_command(settings))}\n"
-                f"recovery_target_time = '{target.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f+00}'\n"
-                "recovery_target_action = 'promote'\n"
-            )
-        if os.geteuid() == 0:
-            for root, dirs, files in os.walk(directory):
-                for name in dirs + files:
-                    chown_to_server_user(Path(root) / name)
-            chown_to_server_user(directory)
         job.bytes = base.raw_size
-        cluster = LocalCluster(
-            base=directory.parent, port=port or free_port(), data=directory, scratch=False
+        target_setting = (
+            f"recovery_target_time = '{target.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f+00}'"
         )
-        log("pitr.start", data_directory=str(directory), port=cluster.port)
-        cluster.start(timeout=int(timeout))
-        replayed = _wait_promoted(cluster, timeout, directory)
-        elapsed = time.monotonic() - started
-        result = {
-            **plan,
-            "restored": True,
-            "port": cluster.port,
-            "recovered_to": replayed,
-            "seconds": round(elapsed, 1),
-            "running": keep_running,
-        }
-        if not keep_running:
-            cluster.stop()
-        log("pitr.done", port=cluster.port, recovered_to=replayed, seconds=round(elapsed, 1))
-        return result
+        result = recover(
+            settings,
+            repo,
+            provider,
+            base,
+            directory,
+            target_setting,
+            port=port,
+            keep_running=keep_running,
+            timeout=timeout,
+        )
+        return {**plan, **result}
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def recover(
+    settings: Settings,
+    repo: Repository,
+    provider: Any,
+    base: catalog.Manifest,
+    directory: Path,
+    target_setting: str,
+    *,
+    port: int | None = None,
+    keep_running: bool = False,
+    timeout: float = 1800,
+) -> dict[str, Any]:
+    """Unpack a base backup into directory, recover with WAL from the archive up to
+    target_setting (a recovery_target* line), promote, and check the server answers."""
+    started = time.monotonic()
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    _extract(repo, base, provider, directory)
+    (directory / "recovery.signal").touch()
+    with (directory / "postgresql.auto.conf").open("a") as conf:
+        conf.write(
+            "\n# dbtier recovery\n"
+            f"restore_command = {_conf_quote(_restore_command(settings))}\n"
+            f"{target_setting}\n"
+            "recovery_target_action = 'promote'\n"
+        )
+    if os.geteuid() == 0:
+        for root, dirs, files in os.walk(directory):
+            for name in dirs + files:
+                chown_to_server_user(Path(root) / name)
+        chown_to_server_user(directory)
+    cluster = LocalCluster(
+        base=directory.parent, port=port or free_port(), data=directory, scratch=False
+    )
+    log("pitr.start", data_directory=str(directory), port=cluster.port)
+    try:
+        try:
+            cluster.start(timeout=int(timeout))
+        except DbtierError:
+            raise DbtierError(f"recovery failed: {_recovery_failure(cluster)}") from None
+        replayed = _wait_promoted(cluster, timeout, directory)
+    except BaseException:
+        if cluster.is_running():
+            cluster.stop("immediate")
+        raise
+    elapsed = time.monotonic() - started
+    if not keep_running:
+        cluster.stop()
+    log("pitr.done", port=cluster.port, recovered_to=replayed, seconds=round(elapsed, 1))
+    return {
+        "restored": True,
+        "port": cluster.port,
+        "recovered_to": replayed,
+        "seconds": round(elapsed, 1),
+        "running": keep_running,
+    }
 
 
 def _wait_promoted(cluster: LocalCluster, timeout: float, datadir: Path) -> str | None:
