@@ -403,6 +403,22 @@ def restore_pitr(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _ensure_config_files(directory: Path) -> None:
+    """Debian keeps postgresql.conf and pg_hba.conf in /etc, outside the base backup: give the
+    recovered server minimal ones (local peer, loopback SCRAM) so that it can start."""
+    defaults = {
+        "postgresql.conf": "# dbtier restore: the original configuration was outside the data "
+        "directory.\n",
+        "pg_hba.conf": "local all all peer\nhost all all 127.0.0.1/32 scram-sha-256\n",
+        "pg_ident.conf": "",
+    }
+    for name, text in defaults.items():
+        path = directory / name
+        if not path.exists():
+            path.write_text(text)
+            path.chmod(0o600)
+
+
 def recover(
     settings: Settings,
     repo: Repository,
@@ -421,6 +437,7 @@ def recover(
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
     _extract(repo, base, provider, directory)
+    _ensure_config_files(directory)
     (directory / "recovery.signal").touch()
     with (directory / "postgresql.auto.conf").open("a") as conf:
         conf.write(
