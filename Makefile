@@ -10,7 +10,7 @@ SYSSTAMP  := .run/.system-deps
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help setup system-deps lint test test-quick test-molecule test-terraform demo demo-down bench lock clean
+.PHONY: help setup system-deps containers lint checkov test test-quick test-molecule test-terraform demo demo-down bench lock clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -31,11 +31,17 @@ system-deps: $(SYSSTAMP)  ## install the Debian packages the tests need
 
 setup: $(SYSSTAMP) $(STAMP)  ## create .venv with the pinned dependencies and install Debian packages
 
+containers: setup  ## podman config and the base image localhost/dbtier-base:bookworm (built once)
+	bash scripts/bootstrap-containers.sh
+
 lint: setup  ## ruff, yamllint, ansible-lint
-	$(BIN)/ruff check src tests library scripts
-	$(BIN)/ruff format --check src tests library scripts
+	$(BIN)/ruff check src tests library scripts molecule inventories
+	$(BIN)/ruff format --check src tests library scripts molecule inventories
 	$(BIN)/yamllint -s .
 	$(BIN)/ansible-lint -q
+
+checkov: setup  ## checkov on terraform/ (its own venv under .run, see scripts/terraform-env.sh)
+	bash scripts/terraform-env.sh checkov --directory terraform --framework terraform --skip-download --quiet --compact
 
 test: lint  ## lint, then the whole pytest suite (Molecule and Terraform included)
 	$(BIN)/pytest
@@ -43,10 +49,16 @@ test: lint  ## lint, then the whole pytest suite (Molecule and Terraform include
 test-quick: setup  ## unit and integration tests without Molecule and Terraform apply
 	$(BIN)/pytest -m "not molecule and not terraform_apply"
 
-demo: setup  ## local stack: start, migrate, show status
+test-molecule: setup  ## the Molecule scenarios (real containers with systemd; several minutes)
+	$(BIN)/pytest -m molecule
+
+test-terraform: setup  ## Terraform: static checks, inventory script, apply against moto_server
+	$(BIN)/pytest tests/terraform
+
+demo: setup  ## local stack in a podman pod: site.yml, sample data, summary (rerun: no change)
 	bash scripts/demo.sh up
 
-demo-down: setup  ## stop and remove the local stack
+demo-down: setup  ## remove the local stack (containers, pod, volumes)
 	bash scripts/demo.sh down
 
 lock:  ## re-resolve requirements/dev.in into requirements/lock.txt

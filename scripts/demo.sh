@@ -1,45 +1,83 @@
 #!/usr/bin/env bash
-# make demo / make demo-down: a scratch PostgreSQL 15 cluster under .run/demo, migrated.
+# make demo / make demo-down: the local database tier in the podman pod dbtier-local.
+#
+#   scripts/demo.sh up     stack up (scripts/stack.sh), ansible/site.yml on inventories/local,
+#                          sample data on ops1 (only into an empty database), a short summary
+#   scripts/demo.sh down   remove the containers, the pod and the stack's volumes
+#
+# Rerunning `up` is fast and changes nothing: the playbook reports changed=0 and the sample data
+# is loaded only when the scenarios table is empty. Run it through make (which provides .venv and
+# ANSIBLE_CONFIG) or set those yourself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=.venv/bin/python
-BASE="$PWD/.run/demo"
+export PATH="$PWD/.venv/bin:$PATH"
+export ANSIBLE_CONFIG="${ANSIBLE_CONFIG:-$PWD/ansible.cfg}"
 
-cluster() {  # cluster ACTION: init+start, or stop+remove, the scratch cluster in $BASE
-  "$PY" - "$1" "$BASE" <<'PYEOF'
-import sys
-from pathlib import Path
-from dbtier.pgcluster import LocalCluster, free_port
-action, base = sys.argv[1], Path(sys.argv[2])
-port_file = base / "port"
-port = int(port_file.read_text()) if port_file.exists() else free_port()
-cluster = LocalCluster(base=base, port=port)
-if action == "up":
-    cluster.init()
-    if not cluster.is_running():
-        cluster.start()
-    port_file.write_text(str(port))
-    print(port)
-else:
-    cluster.destroy()
-PYEOF
+POD="${DBTIER_POD:-dbtier-local}"
+DB="$POD-db1" BOUNCER="$POD-pgbouncer1" OPS="$POD-ops1"
+# The local stack's insecure defaults (inventories/local/group_vars/all/insecure-local-secrets.yml).
+OWNER_PASSWORD="${DBTIER_LOCAL_OWNER_PASSWORD:-insecure-local-owner-password}"
+
+say() { printf '\n== %s\n' "$*"; }
+
+# Runs a command on ops1 as the dbtier user with the settings and credentials of its cron jobs
+# (/usr/local/bin/dbtier-job loads /etc/dbtier/credentials.env; the password is in its pgpass).
+as_dbtier() { podman exec "$OPS" runuser -u dbtier -- "$@"; }
+ops_sql() { as_dbtier sh -c 'set -a; . /etc/dbtier/credentials.env; exec psql -X -At -c "$1"' sh "$1"; }
+
+sample_data() {
+  local rows
+  rows=$(ops_sql "SELECT count(*) FROM scenarios")
+  if [ "$rows" -gt 0 ]; then
+    echo "sample data: already loaded ($rows scenarios), skipped"
+  else
+    as_dbtier /usr/local/bin/dbtier-job sample-data --quiet
+    echo "sample data: loaded ($(ops_sql "SELECT count(*) FROM scenarios") scenarios)"
+  fi
 }
+
+summary() {
+  say "PostgreSQL (db1)"
+  podman exec "$DB" runuser -u postgres -- psql -X -At -c "SELECT version()"
+  say "dbtier migrate status (ops1)"
+  as_dbtier /usr/local/bin/dbtier-job migrate status
+  say "PgBouncer pools (pgbouncer1, admin console)"
+  podman exec -e PGPASSWORD="$OWNER_PASSWORD" "$BOUNCER" \
+    psql -X -h 127.0.0.1 -p 6432 -U mockupaws_owner -d pgbouncer -c "SHOW POOLS"
+  say "Connect"
+  cat <<EOF
+  through PgBouncer:  podman exec -it $BOUNCER psql -h 127.0.0.1 -p 6432 -U mockupaws_app mockupaws
+                      (password: insecure-local-app-password, or \$DBTIER_LOCAL_APP_PASSWORD)
+  as the superuser:   podman exec -it $DB runuser -u postgres -- psql mockupaws
+  dbtier on ops1:     podman exec -it $OPS runuser -u dbtier -- dbtier-job migrate status
+  remove the stack:   make demo-down
+EOF
+}
+
+# ==== PLACEHOLDER: backup / verify / PITR drill ==================================================
+# Filled in by the backup work (issue 4): a base backup, a verify, and a PITR drill that prints
+# the measured RTO and RPO. Intentionally empty for now.
+backup_drill() {
+  # TODO(backup): dbtier backup base + backup verify latest + PITR drill with RTO/RPO
+  :
+}
+# =================================================================================================
 
 case "${1:-up}" in
   up)
-    port=$(cluster up)
-    dsn="postgresql://postgres@127.0.0.1:${port}/mockupaws"
-    "$PY" -c "import psycopg,sys; c=psycopg.connect(sys.argv[1],autocommit=True); \
-c.execute('CREATE DATABASE mockupaws') if not c.execute(\"SELECT 1 FROM pg_database WHERE datname='mockupaws'\").fetchone() else None" \
-      "postgresql://postgres@127.0.0.1:${port}/postgres"
-    .venv/bin/dbtier migrate up --dsn "$dsn"
-    .venv/bin/dbtier migrate status --dsn "$dsn"
+    started=$SECONDS
+    bash scripts/stack.sh up
+    say "ansible-playbook ansible/site.yml -i inventories/local"
+    ansible-playbook ansible/site.yml -i inventories/local
+    say "sample data (ops1)"
+    sample_data
+    summary
+    backup_drill
     echo
-    echo "demo cluster: $dsn   (stop with: make demo-down)"
+    echo "demo ready in $((SECONDS - started)) s"
     ;;
   down)
-    cluster down
-    echo "demo cluster removed"
+    bash scripts/stack.sh down
     ;;
   *) echo "usage: $0 up|down" >&2; exit 2 ;;
 esac

@@ -7,6 +7,8 @@ PACKAGES=(
   postgresql-15 postgresql-client-15   # the server the tests start, pg_dump/pg_restore/psql
   pgbouncer                            # the real pooler the tests start
   podman runc debootstrap uidmap       # the local container stack and Molecule
+  catatonit                            # init of the pods' infra (pause) container; only recommended
+  containernetworking-plugins iptables # the pod's network (bridge, port mapping); Recommends/Suggests
   iproute2 make
   # dbtier as the postgres OS user runs it (archive_command in the tests): Debian's Python
   # with the same python3-* packages roles/dbtier installs on database hosts.

@@ -2,9 +2,12 @@
 # The local container stack: pod dbtier-local with containers db1, pgbouncer1 and ops1, each
 # booting systemd (/sbin/init) from localhost/dbtier-base:bookworm. The pod shares one network
 # namespace, so the services talk over 127.0.0.1 and nothing is published on the host.
+# db1 and ops1 share the named volume dbtier-local-backups at /var/backups/dbtier: the local
+# file:// backup repository (db1 archives WAL and takes base backups as postgres; ops1 verifies,
+# cleans up and restores as dbtier; roles/dbtier gives both a group with a fixed gid).
 #
 #   scripts/stack.sh up       create what is missing, start what is stopped (idempotent)
-#   scripts/stack.sh down     remove the containers and the pod
+#   scripts/stack.sh down     remove the containers, the pod and the backup volume
 #   scripts/stack.sh status   list the pod's containers
 #
 # Container names are dbtier-local-<host> (inventories/local/hosts.yml sets ansible_host to them);
@@ -14,6 +17,8 @@ set -euo pipefail
 POD="${DBTIER_POD:-dbtier-local}"
 IMAGE="${DBTIER_BASE_IMAGE:-localhost/dbtier-base:bookworm}"
 HOSTS=(db1 pgbouncer1 ops1)
+VOLUME="$POD-backups"
+BACKUP_DIR=/var/backups/dbtier
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 log() { echo "stack: $*" >&2; }
@@ -24,12 +29,24 @@ up() {
     log "creating pod $POD"
     podman pod create --name "$POD" --share net --label app=dbtier >/dev/null
   fi
+  if ! podman volume exists "$VOLUME"; then
+    log "creating volume $VOLUME"
+    podman volume create --label app=dbtier "$VOLUME" >/dev/null
+  fi
   for host in "${HOSTS[@]}"; do
-    local name="$POD-$host"
+    local name="$POD-$host" mounts=()
+    case "$host" in db1 | ops1) mounts=(--volume "$VOLUME:$BACKUP_DIR") ;; esac
+    # A container from before the backup volume existed: recreate it (only db1/ops1; their state
+    # is rebuilt by the playbook, the database on db1 starts empty again).
+    if [ ${#mounts[@]} -gt 0 ] && podman container exists "$name" \
+      && ! podman inspect -f '{{range .Mounts}}{{.Destination}} {{end}}' "$name" | grep -qw "$BACKUP_DIR"; then
+      log "recreating $name with the volume $VOLUME at $BACKUP_DIR"
+      podman rm -f -t 5 "$name" >/dev/null
+    fi
     if ! podman container exists "$name"; then
       log "creating $name"
       podman create --pod "$POD" --name "$name" --hostname "$host" \
-        --systemd always --label app=dbtier \
+        --systemd always --label app=dbtier "${mounts[@]}" \
         "$IMAGE" /sbin/init >/dev/null
     fi
     if [ "$(podman inspect -f '{{.State.Running}}' "$name")" != true ]; then
@@ -56,7 +73,10 @@ down() {
   if podman pod exists "$POD"; then
     podman pod rm -f "$POD" >/dev/null
   fi
-  log "pod $POD removed"
+  if podman volume exists "$VOLUME"; then
+    podman volume rm -f "$VOLUME" >/dev/null
+  fi
+  log "pod $POD and volume $VOLUME removed"
 }
 
 status() {
