@@ -10,7 +10,7 @@ SYSSTAMP  := .run/.system-deps
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help setup system-deps containers lint checkov test test-quick test-molecule test-terraform demo demo-down bench lock clean
+.PHONY: help setup system-deps containers lint checkov test test-quick test-molecule test-terraform demo demo-down bench bench-backup lock clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -35,8 +35,8 @@ containers: setup  ## podman config and the base image localhost/dbtier-base:boo
 	bash scripts/bootstrap-containers.sh
 
 lint: setup  ## ruff, yamllint, ansible-lint
-	$(BIN)/ruff check src tests library scripts molecule inventories
-	$(BIN)/ruff format --check src tests library scripts molecule inventories
+	$(BIN)/ruff check src tests library scripts molecule inventories benchmarks
+	$(BIN)/ruff format --check src tests library scripts molecule inventories benchmarks
 	$(BIN)/yamllint -s .
 	$(BIN)/ansible-lint -q
 
@@ -54,6 +54,11 @@ test-molecule: setup  ## the Molecule scenarios (real containers with systemd; s
 
 test-terraform: setup  ## Terraform: static checks, inventory script, apply against moto_server
 	$(BIN)/pytest tests/terraform
+
+bench: bench-backup  ## every benchmark (prints figures, asserts nothing)
+
+bench-backup: setup  ## backup/restore throughput on a ~2.5 GB pgbench cluster (BENCH_SCALE=170)
+	$(PY) benchmarks/backup_throughput.py
 
 demo: setup  ## local stack in a podman pod: site.yml, sample data, summary (rerun: no change)
 	bash scripts/demo.sh up
