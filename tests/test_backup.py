@@ -445,3 +445,15 @@ def test_pitr_with_a_missing_wal_segment_fails_clearly(
         assert "recovery" in proc.stderr.strip().splitlines()[-1]
     finally:
         shutil.rmtree(datadir.parent, ignore_errors=True)
+
+
+def test_progress_reader_passes_data_through_and_reports(capsys: pytest.CaptureFixture) -> None:
+    import io
+
+    from dbtier.jobs import ProgressReader
+
+    reader = ProgressReader(io.BytesIO(b"x" * 4096), "backup.progress", 8192, 0.0, backup_id="b1")
+    assert reader.read(1024) + reader.read() == b"x" * 4096
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert "event=backup.progress bytes=1024" in lines[0] and "percent=12" in lines[0]
+    assert "bytes=4096" in lines[-1] and "percent=50" in lines[-1] and "backup_id=b1" in lines[-1]

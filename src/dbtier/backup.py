@@ -17,7 +17,7 @@ from psycopg import sql
 from . import __version__, catalog, db, keys
 from .config import Settings
 from .errors import DbtierError
-from .jobs import Job, log, run_job
+from .jobs import Job, ProgressReader, log, run_job
 from .pgtools import Child, program, split_password
 from .pipeline import upload_encrypted
 from .repository import Repository, open_repository
@@ -188,6 +188,7 @@ def backup_logical(
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
         counts = _row_counts(conn) if row_counts else {}
+        total = None  # a dump's size is unknown up front: bytes and rate only
         data_key, wrapped = keys.generate_data_key(target.provider)
         bare_dsn, env = split_password(dsn)
         cmd = [
@@ -205,8 +206,11 @@ def backup_logical(
         log("backup.dump", backup_id=backup_id, database=facts["database"], tables=len(counts))
         try:
             assert child.proc.stdout is not None
+            source = ProgressReader(
+                child.proc.stdout, "backup.progress", total, backup_id=backup_id
+            )
             upload = upload_encrypted(
-                target.repo, key, child.proc.stdout, data_key, level=settings.compression_level
+                target.repo, key, source, data_key, level=settings.compression_level
             )
         except BaseException:
             child.kill()
@@ -272,6 +276,9 @@ def backup_base(
             first_segment = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[
                 0
             ]
+            total = conn.execute(
+                "SELECT sum(pg_database_size(oid))::bigint FROM pg_database"
+            ).fetchone()[0]
         if failing:
             # pg_basebackup would wait forever for WAL that never gets archived.
             raise DbtierError(f"WAL archiving is failing ({failing}): fix it before a base backup")
@@ -305,8 +312,11 @@ def backup_base(
         log("backup.base", backup_id=backup_id)
         try:
             assert child.proc.stdout is not None
+            source = ProgressReader(
+                child.proc.stdout, "backup.progress", total, backup_id=backup_id
+            )
             upload = upload_encrypted(
-                target.repo, key, child.proc.stdout, data_key, level=settings.compression_level
+                target.repo, key, source, data_key, level=settings.compression_level
             )
         except BaseException:
             child.kill()

@@ -26,6 +26,32 @@ def set_quiet(quiet: bool) -> None:
     _QUIET = quiet
 
 
+class ProgressReader:
+    """Passes a stream through and logs `<event> bytes=... mib_per_s=... [percent=...]` at most
+    every `interval` seconds, so a long backup shows it is alive and how fast it goes."""
+
+    def __init__(
+        self, src: Any, event: str, total: int | None = None, interval: float = 10.0, **fields: Any
+    ) -> None:
+        self.src, self.event, self.total, self.interval = src, event, total, interval
+        self.fields = fields
+        self.bytes = 0
+        self.started = self.last = time.monotonic()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.src.read(size)
+        self.bytes += len(data)
+        now = time.monotonic()
+        if now - self.last >= self.interval:
+            self.last = now
+            extra = dict(self.fields)
+            if self.total:
+                extra["percent"] = min(99, self.bytes * 100 // self.total)
+            rate = self.bytes / 2**20 / max(now - self.started, 1e-6)
+            log(self.event, bytes=self.bytes, mib_per_s=round(rate, 1), **extra)
+        return data
+
+
 def _fmt(value: Any) -> str:
     text = str(value)
     if not text or any(c in text for c in ' "='):
