@@ -74,7 +74,7 @@ def read_outputs(environ: dict[str, str], argv0: str) -> dict[str, Any]:
             raise InventoryError(f"no Terraform environment at {tf_dir}")
         try:
             proc = subprocess.run(
-                ["terraform", f"-chdir={tf_dir}", "output", "-json"],
+                ["terraform", f"-chdir={tf_dir}", "output", "-json", "-no-color"],
                 capture_output=True,
                 text=True,
                 check=False,
@@ -83,8 +83,9 @@ def read_outputs(environ: dict[str, str], argv0: str) -> dict[str, Any]:
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise InventoryError(f"terraform output failed: {exc}") from exc
         if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-            raise InventoryError(f"terraform output -json in {tf_dir} failed: {last}")
+            raise InventoryError(
+                f"terraform output -json in {tf_dir} failed: {_terraform_error(proc.stderr)}"
+            )
         text = proc.stdout
     try:
         outputs = json.loads(text)
@@ -93,6 +94,14 @@ def read_outputs(environ: dict[str, str], argv0: str) -> dict[str, Any]:
     if not isinstance(outputs, dict):
         raise InventoryError("terraform outputs are not a JSON object")
     return outputs
+
+
+def _terraform_error(stderr: str) -> str:
+    """The line of terraform's stderr that says what went wrong ("Error: ..."), else the last."""
+    lines = [ln.strip(" \u2502\u2575\u2577") for ln in stderr.splitlines()]
+    lines = [ln for ln in lines if ln]
+    errors = [ln for ln in lines if ln.startswith("Error:")]
+    return (errors or lines or ["no message"])[0 if errors else -1]
 
 
 def build_inventory(outputs: dict[str, Any]) -> dict[str, Any]:

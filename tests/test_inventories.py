@@ -45,24 +45,84 @@ def _inventory(env: str, *args: str, extra_env: dict[str, str] | None = None):
     )
 
 
+# Supplied by inventories/terraform_inventory.py (the `ansible_inventory` Terraform output) in
+# staging and production; set in group_vars only for local. group_vars would override them.
+FROM_TERRAFORM = ("dbtier_environment", "dbtier_db_host", "dbtier_db_port", "dbtier_db_name")
+SHARED = (
+    "dbtier_app_user",
+    "dbtier_app_password",
+    "dbtier_migration_user",
+    "dbtier_migration_password",
+    "dbtier_self_managed",
+)
+TF_VARS = {
+    "ansible_user": "admin",
+    "dbtier_environment": "ENV",
+    "dbtier_db_host": "dbtier-ENV.abc.eu-west-1.rds.amazonaws.com",
+    "dbtier_db_port": 5432,
+    "dbtier_db_name": "mockupaws",
+    "dbtier_backup_bucket": "dbtier-ENV-backups",
+    "dbtier_backup_dr_bucket": "dbtier-ENV-backups-dr",
+    "dbtier_backup_prefix": "dbtier/",
+    "dbtier_backup_region": "eu-west-1",
+    "dbtier_dr_region": "eu-central-1",
+    "dbtier_kms_key_id": "arn:aws:kms:eu-west-1:123456789012:key/mrk-1",
+}
+
+
+def _tf_outputs(env: str, tmp_path: Path) -> dict[str, str]:
+    """A saved `terraform output -json` of an applied environment, for terraform.py."""
+    variables = {k: v.replace("ENV", env) if isinstance(v, str) else v for k, v in TF_VARS.items()}
+    doc = {
+        "ansible_inventory": {
+            "sensitive": False,
+            "value": {
+                "groups": {
+                    "postgresql": {},
+                    "pgbouncer": {f"pgbouncer-{env}-a": {"ansible_host": "10.20.1.10"}},
+                    "ops": {f"ops-{env}-1": {"ansible_host": "10.20.1.20"}},
+                },
+                "vars": variables,
+            },
+        }
+    }
+    path = tmp_path / f"{env}-outputs.json"
+    path.write_text(json.dumps(doc))
+    return {"DBTIER_TF_OUTPUT_JSON": str(path)}
+
+
 @pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_groups_and_shared_variables(env):
-    proc = _inventory(env, "--list", "--export")
+def test_groups_and_shared_variables(env, tmp_path):
+    extra_env = None if env == "local" else _tf_outputs(env, tmp_path)
+    proc = _inventory(env, "--list", "--export", extra_env=extra_env)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert {"postgresql", "pgbouncer", "ops"} <= set(data["all"]["children"])
     variables = _group_vars(env)
-    for name in (
-        "dbtier_db_host",
-        "dbtier_db_port",
-        "dbtier_db_name",
-        "dbtier_app_user",
-        "dbtier_app_password",
-        "dbtier_migration_user",
-        "dbtier_migration_password",
-        "dbtier_self_managed",
-    ):
+    for name in SHARED:
         assert name in variables, f"{env}: {name} missing"
+    for name in FROM_TERRAFORM:
+        if env == "local":
+            assert name in variables, f"local: {name} missing"
+        else:
+            assert name not in variables, f"{env}: {name} would override Terraform's value"
+
+
+@pytest.mark.parametrize("env", ["staging", "production"])
+def test_terraform_script_supplies_hosts_and_endpoint(env, tmp_path):
+    """-i inventories/<env> runs terraform.py (-> ../terraform_inventory.py) for that env."""
+    link = ROOT / "inventories" / env / "terraform.py"
+    assert link.is_symlink() and link.resolve() == ROOT / "inventories/terraform_inventory.py"
+    hosts_yml = yaml.safe_load((ROOT / "inventories" / env / "hosts.yml").read_text())
+    assert all(not group for group in hosts_yml["all"]["children"].values()), (
+        f"{env}/hosts.yml must not list hosts (they come from Terraform)"
+    )
+    proc = _inventory(env, "--host", f"ops-{env}-1", extra_env=_tf_outputs(env, tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    hostvars = json.loads(proc.stdout)
+    assert hostvars["dbtier_db_host"] == f"dbtier-{env}.abc.eu-west-1.rds.amazonaws.com"
+    assert hostvars["dbtier_environment"] == env
+    assert hostvars["ansible_host"] == "10.20.1.20"
 
 
 @pytest.mark.parametrize("env", ["staging", "production"])
@@ -83,10 +143,14 @@ def test_secrets_are_vaulted(env):
     not os.environ.get("DBTIER_VAULT_PASSWORD"), reason="DBTIER_VAULT_PASSWORD is not set"
 )
 @pytest.mark.parametrize("env", ["staging", "production"])
-def test_vault_decrypts_with_the_password_from_the_environment(env):
-    host = {"staging": "ops-staging-1", "production": "ops-production-1"}[env]
+def test_vault_decrypts_with_the_password_from_the_environment(env, tmp_path):
     proc = _inventory(
-        env, "--host", host, "--vault-password-file", str(ROOT / "scripts/vault-pass.sh")
+        env,
+        "--host",
+        f"ops-{env}-1",
+        "--vault-password-file",
+        str(ROOT / "scripts/vault-pass.sh"),
+        extra_env=_tf_outputs(env, tmp_path),
     )
     assert proc.returncode == 0, proc.stderr
     assert "vault_dbtier_app_password" in json.loads(proc.stdout)
