@@ -260,3 +260,5 @@ def test_wal_archiving_into_the_repository():
     listing = OPS.run("runuser -u dbtier -- ls /var/backups/dbtier/wal")
     assert listing.rc == 0, listing.stderr
     assert f"{segment}.json" in listing.stdout.split()
+    readable = OPS.run("runuser -u dbtier -- head -c 1 /var/backups/dbtier/wal/%s.json", segment)
+    assert readable.rc == 0, f"ops1 cannot read what db1 archived: {readable.stderr}"
