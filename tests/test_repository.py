@@ -464,3 +464,18 @@ def test_endpoint_from_environment(
     repo = open_repository(f"s3://{bucket}")
     repo.put_bytes("k", b"v")
     assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"v"
+
+
+def test_file_objects_get_the_umask_mode(tmp_path: Path) -> None:
+    """Hosts sharing a repository through a group read what another host wrote."""
+    old = os.umask(0o007)
+    try:
+        import dbtier.repository as repository
+
+        repository._UMASK = None  # read the umask this test set
+        FileRepository(tmp_path).put_bytes("wal/000000010000000000000001.json", b"{}")
+    finally:
+        os.umask(old)
+        repository._UMASK = None
+    mode = (tmp_path / "wal" / "000000010000000000000001.json").stat().st_mode & 0o777
+    assert mode == 0o660

@@ -163,6 +163,9 @@ class FileRepository(Repository):
             except OSError as exc:
                 raise self._fail("write", key, exc) from None
         try:
+            # mkstemp creates 0600; objects get the mode any new file would (0666 & ~umask) so
+            # hosts sharing the repository through a group can read what this one wrote.
+            os.fchmod(fd, 0o666 & ~_umask())
             with os.fdopen(fd, "wb") as out:
                 for chunk in iter_chunks(src):
                     digest.update(chunk)
@@ -233,6 +236,18 @@ class FileRepository(Repository):
                 other.put_stream(key, handle)
             return
         super().copy_to(other, key)
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it; done once, before any threads write)."""
+    global _UMASK
+    if _UMASK is None:
+        _UMASK = os.umask(0o022)
+        os.umask(_UMASK)
+    return _UMASK
+
+
+_UMASK: int | None = None
 
 
 def _fsync_dir(directory: Path) -> None:
