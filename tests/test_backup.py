@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -61,6 +62,14 @@ def cli(store: dict, *args: str, dsn: str | None = None, timeout: float = 600):
     if dsn:
         env["DATABASE_URL"] = dsn
     return run_dbtier(*args, env=env, timeout=timeout)
+
+
+def cli_as_server(store: dict, *args: str, dsn: str | None = None, timeout: float = 600):
+    env = [f"DBTIER_CONFIG={store['config']}"] + ([f"DATABASE_URL={dsn}"] if dsn else [])
+    cmd = ["runuser", "-u", "postgres", "--", "env", *env, *shlex.split(SERVER_DBTIER), *args]
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, cwd="/tmp", check=False
+    )
 
 
 def fingerprints(dsn: str) -> dict[str, str]:
@@ -340,7 +349,8 @@ def test_pitr_restores_exactly_to_the_target_time(
     wait_archived(dsn, switch_wal(dsn))  # the segment holding batch B
 
     datadir = shared_dir("dbtier-restored-") / "data"
-    restored = cli(
+    # As on a database host: the postgres OS user, Debian's python3 and python3-* packages.
+    restored = cli_as_server(
         store,
         "restore",
         "--target-time",
@@ -457,3 +467,28 @@ def test_progress_reader_passes_data_through_and_reports(capsys: pytest.CaptureF
     lines = capsys.readouterr().err.strip().splitlines()
     assert "event=backup.progress bytes=1024" in lines[0] and "percent=12" in lines[0]
     assert "bytes=4096" in lines[-1] and "percent=50" in lines[-1] and "backup_id=b1" in lines[-1]
+
+
+@pytest.mark.parametrize("name, link", [("../evil", None), ("ok", "../../etc/passwd")])
+def test_base_backup_unpacking_refuses_escaping_members(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, link: str | None
+) -> None:
+    """Without Python's tar "data" filter (Debian 12's 3.11.2), members are checked by hand."""
+    import io
+    import tarfile
+
+    from dbtier import restore
+    from dbtier.errors import DbtierError
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.addfile(tarfile.TarInfo("PG_VERSION"), io.BytesIO(b""))
+        member = tarfile.TarInfo(name)
+        if link:
+            member.type, member.linkname = tarfile.SYMTYPE, link
+        tar.addfile(member, io.BytesIO(b""))
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    buffer.seek(0)
+    with tarfile.open(fileobj=buffer, mode="r|") as tar, pytest.raises(DbtierError, match="unsafe"):
+        restore._safe_extract(tar, tmp_path / "data")
+    assert not (tmp_path / "evil").exists()

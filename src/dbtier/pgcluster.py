@@ -20,15 +20,22 @@ from .errors import DbtierError
 SERVER_USER = "postgres"
 
 
-def pg_bindir(major: int = 15) -> Path:
-    """The server binaries of a PostgreSQL major version (Debian layout, else PATH)."""
+def pg_bindir(major: int = 15, program: str = "postgres") -> Path:
+    """Where `program` of a PostgreSQL major version lives (Debian layout, else PATH).
+
+    Client-only hosts (postgresql-client-15) have pg_dump and pg_restore there but no server.
+    """
     debian = Path(f"/usr/lib/postgresql/{major}/bin")
-    if (debian / "postgres").exists():
+    if (debian / program).exists():
         return debian
-    found = shutil.which("pg_ctl")
+    found = shutil.which(program)
     if found:
         return Path(found).resolve().parent
-    raise DbtierError(f"PostgreSQL {major} server binaries not found (install postgresql-{major})")
+    package = "postgresql" if program in SERVER_PROGRAMS else "postgresql-client"
+    raise DbtierError(f"PostgreSQL {major} {program} not found (install {package}-{major})")
+
+
+SERVER_PROGRAMS = {"postgres", "initdb", "pg_ctl"}
 
 
 def free_port() -> int:

@@ -27,7 +27,7 @@ def split_password(dsn: str) -> tuple[str, dict[str, str]]:
 
 
 def program(name: str, major: int, bindir: str | None = None) -> str:
-    path = Path(bindir) / name if bindir else pg_bindir(major) / name
+    path = Path(bindir) / name if bindir else pg_bindir(major, name) / name
     if not path.exists():
         raise DbtierError(f"{name} not found at {path} (install postgresql-client-{major})")
     return str(path)

@@ -308,6 +308,26 @@ def _restore_command(settings: Settings) -> str:
     return f"{prefix} {dbtier} wal-fetch %f %p".strip()
 
 
+def _safe_extract(tar: tarfile.TarFile, destination: Path) -> None:
+    """Unpack a streamed tar, refusing members that would land outside destination.
+
+    Python >= 3.11.4 has the "data" filter; Debian 12's 3.11.2 does not, so check by hand.
+    """
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(destination, filter="data")
+        return
+    root = destination.resolve()
+    for member in tar:
+        path = (root / member.name).resolve()
+        unsafe = not path.is_relative_to(root) or member.isdev()
+        if member.issym() or member.islnk():
+            base = path.parent if member.issym() else root
+            unsafe = unsafe or not (base / member.linkname).resolve().is_relative_to(root)
+        if unsafe:
+            raise DbtierError(f"unsafe member in base backup: {member.name}")
+        tar.extract(member, root, set_attrs=True)
+
+
 def _extract(repo: Repository, manifest: catalog.Manifest, provider: Any, datadir: Path) -> None:
     data_key = keys.unwrap_data_key(provider, manifest.encryption["data_key"])
     obj = manifest.objects[0]
@@ -332,7 +352,7 @@ def _extract(repo: Repository, manifest: catalog.Manifest, provider: Any, datadi
     producer.start()
     try:
         with os.fdopen(read_fd, "rb") as source, tarfile.open(fileobj=source, mode="r|") as tar:
-            tar.extractall(datadir, filter="data")
+            _safe_extract(tar, datadir)
     except (tarfile.TarError, OSError) as exc:
         producer.join(timeout=60)
         if errors:
