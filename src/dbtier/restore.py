@@ -23,7 +23,7 @@ from . import backup, catalog, db, keys
 from .config import Settings
 from .errors import DbtierError, UsageError
 from .jobs import Job, log, run_job
-from .pgcluster import LocalCluster, chown_to_server_user, free_port
+from .pgcluster import SERVER_USER, LocalCluster, chown_to_server_user, free_port
 from .pgtools import Child, program, split_password
 from .pipeline import download_decrypted
 from .repository import Repository, open_repository
@@ -500,7 +500,10 @@ def recover(
 
 def _wait_promoted(cluster: LocalCluster, timeout: float, datadir: Path) -> str | None:
     deadline = time.monotonic() + timeout
-    dsn = cluster.dsn()
+    # The socket, not TCP: the server's pg_hba.conf may want passwords on TCP (peer locally).
+    dsn = make_conninfo(host=str(cluster.sockdir), port=str(cluster.port), dbname="postgres",
+                        user=SERVER_USER)  # fmt: skip
+    last_error = "no answer"
     while time.monotonic() < deadline:
         if not cluster.is_running():
             raise DbtierError(f"recovery stopped: {_recovery_failure(cluster)}")
@@ -510,16 +513,15 @@ def _wait_promoted(cluster: LocalCluster, timeout: float, datadir: Path) -> str 
                     "SELECT pg_is_in_recovery(), pg_last_xact_replay_timestamp()"
                 ).fetchone()
                 if not in_recovery:
-                    tables = conn.execute(
-                        "SELECT count(*) FROM pg_class WHERE relkind = 'r'"
-                    ).fetchone()[0]
-                    if tables == 0:
-                        raise DbtierError("restored cluster has no tables")
                     return replayed.isoformat() if replayed else None
-        except psycopg.OperationalError:
-            pass
+        except psycopg.OperationalError as exc:
+            last_error = db.reason(exc)
+            if "authentication" in last_error or "pg_hba.conf" in last_error:
+                raise DbtierError(f"cannot check the recovered server: {last_error}") from None
         time.sleep(0.5)
-    raise DbtierError(f"recovery did not finish within {timeout:g}s (log: {cluster.logfile})")
+    raise DbtierError(
+        f"recovery did not finish within {timeout:g}s ({last_error}; log: {cluster.logfile})"
+    )
 
 
 def _recovery_failure(cluster: LocalCluster) -> str:
