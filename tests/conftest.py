@@ -72,3 +72,19 @@ def run_dbtier(
 @pytest.fixture
 def dbtier_cli():
     return run_dbtier
+
+
+# The mockupAWS tables whose content a backup must carry over unchanged.
+TABLES = ("scenarios", "scenario_logs", "scenario_metrics", "reports", "api_keys")
+
+
+def fingerprints(dsn: str) -> dict[str, str]:
+    """A content checksum per table: equal fingerprints mean identical rows."""
+    with psycopg.connect(dsn) as conn:
+        return {
+            t: conn.execute(
+                f"SELECT count(*) || ':' || coalesce(md5(string_agg(x::text, '|' "
+                f"ORDER BY x::text)), '') FROM {t} x"
+            ).fetchone()[0]
+            for t in TABLES
+        }

@@ -21,9 +21,7 @@ from dbtier import catalog, migrations, sampledata
 from dbtier.pgcluster import LocalCluster, chown_to_server_user
 from dbtier.repository import FileRepository
 
-from .conftest import SERVER_DBTIER, SQL_DIR, VENV_BIN, run_dbtier
-
-TABLES = ("scenarios", "scenario_logs", "scenario_metrics", "reports", "api_keys")
+from .conftest import SERVER_DBTIER, SQL_DIR, TABLES, VENV_BIN, fingerprints, run_dbtier
 
 
 def shared_dir(prefix: str) -> Path:
@@ -70,18 +68,6 @@ def cli_as_server(store: dict, *args: str, dsn: str | None = None, timeout: floa
     return subprocess.run(
         cmd, capture_output=True, text=True, timeout=timeout, cwd="/tmp", check=False
     )
-
-
-def fingerprints(dsn: str) -> dict[str, str]:
-    """A content checksum per table: equal fingerprints mean identical rows."""
-    with psycopg.connect(dsn) as conn:
-        return {
-            t: conn.execute(
-                f"SELECT count(*) || ':' || coalesce(md5(string_agg(x::text, '|' "
-                f"ORDER BY x::text)), '') FROM {t} x"
-            ).fetchone()[0]
-            for t in TABLES
-        }
 
 
 @pytest.fixture

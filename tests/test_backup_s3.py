@@ -16,12 +16,10 @@ import pytest
 
 from dbtier import migrations, sampledata
 
-from .conftest import SQL_DIR, run_dbtier
+from .conftest import SQL_DIR, fingerprints, run_dbtier
 from .support.moto_server import ACCESS_KEY, SECRET_KEY, MotoServer, free_port, moto_server_binary
 
 pytestmark = pytest.mark.skipif(moto_server_binary() is None, reason="moto_server not installed")
-
-TABLES = ("scenarios", "scenario_logs", "scenario_metrics", "reports", "api_keys")
 
 
 @pytest.fixture(scope="module")
@@ -74,17 +72,6 @@ def source_db(database: str) -> str:
         sampledata.SampleSize(scenarios=8, logs_per_scenario=100, metrics_per_scenario=50),
     )
     return database
-
-
-def fingerprints(dsn: str) -> dict[str, str]:
-    with psycopg.connect(dsn) as conn:
-        return {
-            t: conn.execute(
-                f"SELECT count(*) || ':' || coalesce(md5(string_agg(x::text, '|' "
-                f"ORDER BY x::text)), '') FROM {t} x"
-            ).fetchone()[0]
-            for t in TABLES
-        }
 
 
 def keys_of(client: Any, bucket: str) -> list[str]:
