@@ -8,41 +8,19 @@ import socket
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
-from . import __version__, catalog, db, keys
+from . import __version__, catalog, db, wal
+from .catalog import StoredObject
 from .config import Settings
 from .errors import DbtierError
 from .jobs import Job, ProgressReader, log, run_job
 from .pgtools import Child, program, split_password
 from .pipeline import upload_encrypted
-from .repository import Repository, open_repository
-
-
-@dataclass
-class Target:
-    """Where backups go and how they are sealed; built before anything is written."""
-
-    repo: Repository
-    provider: Any
-    settings: Settings
-
-
-def open_target(settings: Settings) -> Target:
-    # The key first: no key or a bad key is an error before a single byte is written.
-    provider = keys.from_settings(settings)
-    url = settings.require("repository", "set BACKUP_REPOSITORY or repository= in dbtier.toml")
-    repo = open_repository(
-        url,
-        storage_class=settings.storage_class,
-        endpoint_url=settings.endpoint_url,
-        region=settings.region,
-    )
-    return Target(repo=repo, provider=provider, settings=settings)
+from .repository import open_repository
+from .store import Store, open_store
 
 
 def _server_facts(conn: psycopg.Connection) -> dict[str, Any]:
@@ -59,66 +37,112 @@ def _server_facts(conn: psycopg.Connection) -> dict[str, Any]:
     }
 
 
-def _row_counts(conn: psycopg.Connection) -> dict[str, int]:
-    """Exact row counts of every user table, in the caller's (exported) snapshot."""
-    tables = conn.execute(
-        """
-        SELECT n.nspname, c.relname FROM pg_class c
-        JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-          AND n.nspname NOT LIKE 'pg_toast%%' AND n.nspname NOT LIKE 'pg_temp%%'
-        ORDER BY 1, 2
-        """
-    ).fetchall()
-    counts = {}
-    for schema, name in tables:
-        query = sql.SQL("SELECT count(*) FROM {}.{}").format(
-            sql.Identifier(schema), sql.Identifier(name)
+def _stream_object(
+    store: Store, backup_id: str, name: str, child: Child, total: int | None, data_key: bytes
+) -> StoredObject:
+    """The child's stdout, compressed and encrypted, as one new object of the backup."""
+    key = catalog.object_key(backup_id, name)
+    try:
+        assert child.proc.stdout is not None
+        source = ProgressReader(child.proc.stdout, "backup.progress", total, backup_id=backup_id)
+        upload = upload_encrypted(
+            store.repo,
+            key,
+            source,
+            data_key,
+            level=store.settings.compression_level,
+            if_absent=True,
         )
-        counts[f"{schema}.{name}"] = conn.execute(query).fetchone()[0]
-    return counts
+    except BaseException:
+        child.kill()
+        raise
+    return StoredObject(
+        key=name,
+        size=upload.size,
+        sha256=upload.sha256,
+        raw_size=upload.raw_size,
+        raw_sha256=upload.raw_sha256,
+    )
+
+
+def _check_child(store: Store, child: Child, obj: StoredObject, backup_id: str, what: str) -> None:
+    """A child that failed after its output was stored: the object is no backup, remove it."""
+    if child.wait() != 0:
+        store.repo.delete(catalog.object_key(backup_id, obj.key))
+        raise DbtierError(f"{what} failed: {child.error_line()}")
+
+
+def _manifest(
+    kind: str,
+    backup_id: str,
+    facts: dict[str, Any],
+    started: Any,
+    obj: StoredObject,
+    wrapped: dict[str, str],
+    settings: Settings,
+    fmt: str,
+    **extra: Any,
+) -> catalog.Manifest:
+    return catalog.Manifest(
+        id=backup_id,
+        kind=kind,
+        database=extra.pop("database", None),
+        server_version=facts["server_version"],
+        system_identifier=facts["system_identifier"],
+        started_at=catalog.iso(started),
+        stopped_at=catalog.iso(catalog.now_utc()),
+        objects=[obj],
+        encryption={"algorithm": "AES-256-GCM", "data_key": wrapped},
+        compression={"algorithm": "zstd", "level": settings.compression_level},
+        format=fmt,
+        tool_version=__version__,
+        host=socket.gethostname(),
+        **extra,
+    )
 
 
 def _finish(
-    target: Target,
+    store: Store,
     manifest: catalog.Manifest,
+    data_key: bytes,
     job: Job,
     secondary: str | None,
     check_replication: bool,
 ) -> dict[str, Any]:
-    key = catalog.write_manifest(target.repo, manifest)
-    job.set(manifest_key=key, location=target.repo.describe() + "/" + key)
+    key = catalog.write_manifest(store.repo, manifest, data_key)
+    job.set(manifest_key=key, location=store.repo.describe() + "/" + key)
     log("backup.manifest", backup_id=manifest.id, key=key)
     result: dict[str, Any] = {
         "backup_id": manifest.id,
         "kind": manifest.kind,
         "size": manifest.size,
         "raw_size": manifest.raw_size,
-        "repository": target.repo.describe(),
+        "repository": store.repo.describe(),
         "dr": None,
     }
-    result["dr"] = dr_copy(target, manifest, secondary, check_replication)
+    result["dr"] = dr_copy(store, manifest, secondary, check_replication)
     return result
 
 
 def dr_copy(
-    target: Target, manifest: catalog.Manifest, secondary: str | None, check_replication: bool
+    store: Store, manifest: catalog.Manifest, secondary: str | None, check_replication: bool
 ) -> dict[str, Any] | None:
     """Copy the backup to the DR repository (manifest last), or check replication delivered it."""
-    url = secondary or target.settings.secondary
+    settings = store.settings
+    url = secondary or settings.secondary
     if not url:
         return None
     dr = open_repository(
         url,
-        storage_class=target.settings.storage_class,
-        endpoint_url=target.settings.endpoint_url,
-        region=target.settings.secondary_region or target.settings.region,
+        storage_class=settings.storage_class,
+        endpoint_url=settings.endpoint_url,
+        region=settings.secondary_region or settings.region,
     )
     keys_in_order = [catalog.object_key(manifest.id, o.key) for o in manifest.objects]
     keys_in_order.append(catalog.manifest_key(manifest.id))
     if check_replication:
         # S3 replication is asynchronous (Replication Time Control promises 15 minutes): poll.
-        deadline = time.monotonic() + target.settings.replication_wait
+        deadline = time.monotonic() + settings.replication_wait
         missing = [k for k in keys_in_order if not dr.exists(k)]
         while missing and time.monotonic() < deadline:
             time.sleep(min(5.0, max(0.1, deadline - time.monotonic())))
@@ -135,16 +159,17 @@ def dr_copy(
             raise DbtierError(
                 f"DR check: {len(missing)} object(s) of {manifest.id} not in {dr.describe()} "
                 f"(first: {missing[0]}); replication has not delivered them within "
-                f"{target.settings.replication_wait:g}s"
+                f"{settings.replication_wait:g}s"
             )
         return {
             "mode": "replication-checked",
             "secondary": dr.describe(),
             "objects": len(keys_in_order),
         }
+    catalog.bind(dr, store.provider, manifest.system_identifier)  # the DR copy: same key
     started = time.monotonic()
     for key in keys_in_order:
-        target.repo.copy_to(dr, key)
+        store.repo.copy_to(dr, key)
     log(
         "backup.dr_copy",
         backup_id=manifest.id,
@@ -165,7 +190,7 @@ def backup_logical(
     row_counts: bool = True,
 ) -> dict[str, Any]:
     """pg_dump (custom format) in a snapshot shared with exact row counts, streamed."""
-    target = open_target(settings)
+    store = open_store(settings)
     dsn = database_dsn or settings.dsn or db.resolve_dsn(None)
     started = catalog.now_utc()
     backup_id = catalog.new_backup_id(kind, started)
@@ -177,19 +202,19 @@ def backup_logical(
         db.connect(dsn) as conn,
     ):
         facts = _server_facts(conn)
+        store.bind(facts["system_identifier"])  # before a byte is written
         job.set(
             database=facts["database"],
             server_version=facts["server_version"],
-            repository=target.repo.describe(),
+            repository=store.describe(),
             encrypted=True,
             compression="zstd",
         )
         conn.commit()  # the snapshot's transaction must start with SET TRANSACTION
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-        counts = _row_counts(conn) if row_counts else {}
-        total = None  # a dump's size is unknown up front: bytes and rate only
-        data_key, wrapped = keys.generate_data_key(target.provider)
+        counts = db.count_rows(conn, db.user_tables(conn)) if row_counts else {}
+        data_key, wrapped = store.provider.generate_data_key()
         bare_dsn, env = split_password(dsn)
         cmd = [
             program("pg_dump", facts["major"], settings.pg_bindir),
@@ -201,52 +226,26 @@ def backup_logical(
             bare_dsn,
         ]
         child = Child(cmd, env, stdout=subprocess.PIPE)
-        name = "dump.pgc.zst.enc"
-        key = catalog.object_key(backup_id, name)
         log("backup.dump", backup_id=backup_id, database=facts["database"], tables=len(counts))
-        try:
-            assert child.proc.stdout is not None
-            source = ProgressReader(
-                child.proc.stdout, "backup.progress", total, backup_id=backup_id
-            )
-            upload = upload_encrypted(
-                target.repo, key, source, data_key, level=settings.compression_level
-            )
-        except BaseException:
-            child.kill()
-            raise
-        rc = child.wait()
-        if rc != 0:
-            target.repo.delete(key)  # an orphan data object is never a backup; tidy it anyway
-            raise DbtierError(f"pg_dump failed: {child.error_line()}")
+        # A dump's size is unknown up front: bytes and rate only.
+        obj = _stream_object(store, backup_id, "dump.pgc.zst.enc", child, None, data_key)
+        _check_child(store, child, obj, backup_id, "pg_dump")
         conn.rollback()
-        job.bytes = upload.size
-        manifest = catalog.Manifest(
-            id=backup_id,
-            kind=kind,
+        job.bytes = obj.size
+        manifest = _manifest(
+            kind,
+            backup_id,
+            facts,
+            started,
+            obj,
+            wrapped,
+            settings,
+            "pg_dump-custom",
             database=facts["database"],
-            server_version=facts["server_version"],
-            system_identifier=facts["system_identifier"],
-            started_at=catalog.iso(started),
-            stopped_at=catalog.iso(catalog.now_utc()),
-            objects=[
-                catalog.StoredObject(
-                    key=name,
-                    size=upload.size,
-                    sha256=upload.sha256,
-                    raw_size=upload.raw_size,
-                    raw_sha256=upload.raw_sha256,
-                )
-            ],
-            encryption={"algorithm": "AES-256-GCM", "data_key": wrapped},
-            compression={"algorithm": "zstd", "level": settings.compression_level},
-            format="pg_dump-custom",
-            tool_version=__version__,
-            host=socket.gethostname(),
             row_counts=counts,
         )
-        job.set(checksum=upload.sha256)
-        return _finish(target, manifest, job, secondary, check_replication)
+        job.set(checksum=obj.sha256)
+        return _finish(store, manifest, data_key, job, secondary, check_replication)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -258,7 +257,7 @@ def backup_base(
     wal_wait: float = 120.0,
 ) -> dict[str, Any]:
     """pg_basebackup (tar to stdout, WAL from the archive) — the basis for PITR."""
-    target = open_target(settings)
+    store = open_store(settings)
     dsn = settings.dsn or db.resolve_dsn(None)
     started = catalog.now_utc()
     backup_id = catalog.new_backup_id("base", started)
@@ -279,17 +278,24 @@ def backup_base(
             total = conn.execute(
                 "SELECT sum(pg_database_size(oid))::bigint FROM pg_database"
             ).fetchone()[0]
+            segment_size = int(
+                conn.execute(
+                    "SELECT setting::bigint * CASE unit WHEN 'MB' THEN 1048576 WHEN 'kB' "
+                    "THEN 1024 ELSE 1 END FROM pg_settings WHERE name = 'wal_segment_size'"
+                ).fetchone()[0]
+            )
+        store.bind(facts["system_identifier"])
         if failing:
             # pg_basebackup would wait forever for WAL that never gets archived.
             raise DbtierError(f"WAL archiving is failing ({failing}): fix it before a base backup")
         job.set(
             database=facts["database"],
             server_version=facts["server_version"],
-            repository=target.repo.describe(),
+            repository=store.describe(),
             encrypted=True,
             compression="zstd",
         )
-        data_key, wrapped = keys.generate_data_key(target.provider)
+        data_key, wrapped = store.provider.generate_data_key()
         bare_dsn, env = split_password(dsn)
         label = f"dbtier {backup_id}"
         cmd = [
@@ -307,66 +313,42 @@ def backup_base(
         child = Child(cmd, env, stdout=subprocess.PIPE)
         watchdog = ArchiverWatchdog(dsn, child, wal_wait)
         watchdog.start()
-        name = "base.tar.zst.enc"
-        key = catalog.object_key(backup_id, name)
         log("backup.base", backup_id=backup_id)
         try:
-            assert child.proc.stdout is not None
-            source = ProgressReader(
-                child.proc.stdout, "backup.progress", total, backup_id=backup_id
-            )
-            upload = upload_encrypted(
-                target.repo, key, source, data_key, level=settings.compression_level
-            )
-        except BaseException:
-            child.kill()
-            raise
+            obj = _stream_object(store, backup_id, "base.tar.zst.enc", child, total, data_key)
         finally:
             watchdog.stop()
-        rc = child.wait()
-        if rc != 0:
-            target.repo.delete(key)
-            if watchdog.reason:
-                raise DbtierError(f"base backup stopped: {watchdog.reason}")
-            raise DbtierError(f"pg_basebackup failed: {child.error_line()}")
+        if watchdog.reason:
+            child.wait()
+            store.repo.delete(catalog.object_key(backup_id, obj.key))
+            raise DbtierError(f"base backup stopped: {watchdog.reason}")
+        _check_child(store, child, obj, backup_id, "pg_basebackup")
         # The server archives a backup history file (<start segment>.<offset>.backup) naming
         # the label and the exact start and stop WAL positions; it is the authoritative record.
-        history = _backup_history_file(target, label, first_segment, wal_wait)
+        history = _backup_history_file(store, label, first_segment, wal_wait)
         start_lsn, start_wal = _location(history, "START WAL LOCATION")
         stop_lsn, stop_wal = _location(history, "STOP WAL LOCATION")
         timeline = int(history.get("START TIMELINE", "1"))
-        _wait_for_wal(target.repo, stop_wal, wal_wait)
-        job.bytes = upload.size
-        job.set(start_lsn=start_lsn, stop_lsn=stop_lsn, timeline=timeline, checksum=upload.sha256)
-        manifest = catalog.Manifest(
-            id=backup_id,
-            kind="base",
-            database=None,
-            server_version=facts["server_version"],
-            system_identifier=facts["system_identifier"],
-            started_at=catalog.iso(started),
-            stopped_at=catalog.iso(catalog.now_utc()),
-            objects=[
-                catalog.StoredObject(
-                    key=name,
-                    size=upload.size,
-                    sha256=upload.sha256,
-                    raw_size=upload.raw_size,
-                    raw_sha256=upload.raw_sha256,
-                )
-            ],
-            encryption={"algorithm": "AES-256-GCM", "data_key": wrapped},
-            compression={"algorithm": "zstd", "level": settings.compression_level},
-            format="tar",
-            tool_version=__version__,
-            host=socket.gethostname(),
+        _wait_for_wal(store, stop_wal, wal_wait)
+        job.bytes = obj.size
+        job.set(start_lsn=start_lsn, stop_lsn=stop_lsn, timeline=timeline, checksum=obj.sha256)
+        manifest = _manifest(
+            "base",
+            backup_id,
+            facts,
+            started,
+            obj,
+            wrapped,
+            settings,
+            "tar",
             start_lsn=start_lsn,
             stop_lsn=stop_lsn,
             timeline=timeline,
             start_wal_file=start_wal,
             stop_wal_file=stop_wal,
+            wal_segment_size=segment_size,
         )
-        return _finish(target, manifest, job, secondary, check_replication)
+        return _finish(store, manifest, data_key, job, secondary, check_replication)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -386,31 +368,27 @@ def _location(history: dict[str, str], key: str) -> tuple[str, str]:
 
 
 def _backup_history_file(
-    target: Target, label: str, first_segment: str, timeout: float
+    store: Store, label: str, first_segment: str, timeout: float
 ) -> dict[str, str]:
     """The archived backup history file carrying our label (the server archives it last)."""
-    from . import wal
-
     timeline, log_id = first_segment[:8], int(first_segment[8:16], 16)
     prefixes = [f"wal/{timeline}{log_id:08X}", f"wal/{timeline}{log_id + 1:08X}"]
     deadline = time.monotonic() + timeout
     seen: set[str] = set()
     while True:
         for prefix in prefixes:
-            for key in sorted(target.repo.list(prefix), reverse=True):
-                name = key[len("wal/") : -len(".json")]
-                if not key.endswith(".backup.json") or name < first_segment or name in seen:
+            for key in sorted(store.repo.list(prefix), reverse=True):
+                name = key[len("wal/") : -len(".zst.enc")]
+                if not key.endswith(".backup.zst.enc") or name < first_segment or name in seen:
                     continue
                 seen.add(name)
-                text = wal.read_archived(target.repo, target.provider, name).decode(
-                    errors="replace"
-                )
+                text = wal.read_archived(store, name).decode(errors="replace")
                 history = _parse_history(text)
                 if history.get("LABEL") == label:
                     return history
         if time.monotonic() >= deadline:
             raise DbtierError(
-                f"the backup history file for '{label}' is not in {target.repo.describe()} after "
+                f"the backup history file for '{label}' is not in {store.describe()} after "
                 f"{timeout:g}s: does archive_command (dbtier wal-push) use this repository?"
             )
         time.sleep(0.5)
@@ -460,14 +438,13 @@ class ArchiverWatchdog(threading.Thread):
         self._stop_event.set()
 
 
-def _wait_for_wal(repo: Repository, name: str, timeout: float) -> None:
+def _wait_for_wal(store: Store, name: str, timeout: float) -> None:
     """A base backup is usable only once the WAL up to its end point is archived."""
     deadline = time.monotonic() + timeout
-    sidecar = catalog.wal_sidecar_key(name)
-    while not repo.exists(sidecar):
+    while not store.repo.exists(catalog.wal_key(name)):
         if time.monotonic() >= deadline:
             raise DbtierError(
-                f"WAL segment {name} (end of the base backup) is not in {repo.describe()} after "
+                f"WAL segment {name} (end of the base backup) is not in {store.describe()} after "
                 f"{timeout:g}s: check archive_command (dbtier wal-push) and the server log"
             )
         time.sleep(0.5)

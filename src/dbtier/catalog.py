@@ -1,28 +1,41 @@
-"""The backup catalog: manifests (written last; a backup without one does not exist) and WAL.
+"""The backup catalog: the repository's identity, manifests (written last, authenticated; a
+backup without a good one does not exist) and WAL names.
 
 Layout inside a repository:
+    repository.json                   identity: the master key it is bound to, the cluster
     backups/<id>/manifest.json        the manifest, written after every object is stored
     backups/<id>/<object>             data objects (zstd, then AES-256-GCM)
-    wal/<segment or history file>.zst.enc
-    wal/<segment or history file>.json  sidecar: raw size and SHA-256, wrapped key; written last
+    backups/<id>/verify.json          the last verification's result
+    wal/<segment or history file>.zst.enc  header (authenticated metadata) + encrypted stream
+
+Every document is sealed (see seal.py) and every read checks it: a manifest that fails is a
+*broken* backup, listed as such, never used, never counted by retention.
 """
 
 from __future__ import annotations
 
-import json
 import re
+import socket
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from . import __version__, seal
+from .crypto import IntegrityError
 from .errors import DbtierError, UsageError
-from .repository import Repository
+from .keys import KeyProvider, WrongKeyError
+from .repository import ObjectExists, ObjectNotFound, Repository
 
 MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = 1
+VERIFY_NAME = "verify.json"
+REPOSITORY_INFO = "repository.json"
+KINDS = ("logical", "base", "safety")
 WAL_SEGMENT_RE = re.compile(r"^[0-9A-F]{24}$")
 WAL_FILE_RE = re.compile(r"^([0-9A-F]{24}(\.partial|\.[0-9A-F]{8}\.backup)?|[0-9A-F]{8}\.history)$")
 WAL_SEGMENT_SIZE = 16 * 1024 * 1024
+_LSN_RE = re.compile(r"^[0-9A-F]{1,8}/[0-9A-F]{1,8}$")
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_ID_RE = re.compile(r"^(?P<ts>\d{8}T\d{6}Z)-[a-z0-9-]+$")
 
 
 def now_utc() -> datetime:
@@ -78,11 +91,7 @@ class Manifest:
     start_wal_file: str | None = None
     stop_wal_file: str | None = None
     row_counts: dict[str, int] = field(default_factory=dict)
-    manifest_format: int = MANIFEST_FORMAT
-
-    @property
-    def started(self) -> datetime:
-        return parse_time(self.started_at)
+    wal_segment_size: int = WAL_SEGMENT_SIZE
 
     @property
     def stopped(self) -> datetime:
@@ -96,17 +105,69 @@ class Manifest:
     def raw_size(self) -> int:
         return sum(o.raw_size for o in self.objects)
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
+    @property
+    def wrapped_key(self) -> dict[str, Any]:
+        return dict(self.encryption.get("data_key") or {})
 
-    @classmethod
-    def from_json(cls, text: str, where: str) -> Manifest:
+    def check(self, backup_id: str) -> None:
+        """What an authentic manifest must also say to be believed (IntegrityError if not)."""
+        where = f"manifest of {backup_id}"
+        problems = []
+        if self.id != backup_id:
+            problems.append(f"it names backup {self.id!r}")
+        if self.kind not in KINDS:
+            problems.append(f"unknown kind {self.kind!r}")
+        if not self.objects:
+            problems.append("no objects")
+        for obj in self.objects:
+            if obj.size < 0 or obj.raw_size < 0 or "/" in obj.key or not obj.key:
+                problems.append(f"bad object entry {obj.key!r}")
+            if not (_SHA_RE.match(obj.sha256) and _SHA_RE.match(obj.raw_sha256)):
+                problems.append(f"bad checksum of {obj.key!r}")
+        if not self.system_identifier.isdigit():
+            problems.append(f"bad system identifier {self.system_identifier!r}")
         try:
-            data = json.loads(text)
-            data["objects"] = [StoredObject(**o) for o in data["objects"]]
-            return cls(**data)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise DbtierError(f"manifest {where} is unreadable: {exc}") from None
+            if parse_time(self.stopped_at) < parse_time(self.started_at):
+                problems.append("stopped before it started")
+        except UsageError:
+            problems.append("unreadable start/stop time")
+        if self.kind == "base":
+            problems += self._check_wal_range()
+        if problems:
+            raise IntegrityError(f"{where} is inconsistent: {'; '.join(problems)}")
+
+    def _check_wal_range(self) -> list[str]:
+        lsns, files, tli = (self.start_lsn, self.stop_lsn), (self.start_wal_file,
+                            self.stop_wal_file), self.timeline  # fmt: skip
+        if not all(x and _LSN_RE.match(x) for x in lsns) or not tli or tli < 1:
+            return ["missing or malformed WAL positions"]
+        if not all(f and WAL_SEGMENT_RE.match(f) for f in files):
+            return ["missing or malformed WAL file names"]
+        problems = []
+        if lsn_value(lsns[0]) > lsn_value(lsns[1]):  # type: ignore[arg-type]
+            problems.append("start LSN after stop LSN")
+        for lsn, name, what in ((lsns[0], files[0], "start"), (lsns[1], files[1], "stop")):
+            # Compare segment numbers: start and stop timelines differ when a standby was
+            # promoted during the backup.
+            expected = wal_file_name(lsn, tli, self.wal_segment_size)  # type: ignore[arg-type]
+            if expected[8:] != name[8:]:  # type: ignore[index]
+                problems.append(f"{what} WAL file {name} does not hold {what} LSN {lsn}")
+        return problems
+
+
+@dataclass(frozen=True)
+class BrokenBackup:
+    """A backup directory whose manifest cannot be believed (or is missing): never used."""
+
+    id: str
+    reason: str
+
+
+@dataclass
+class Catalog:
+    backups: list[Manifest]  # authentic and consistent, oldest first
+    broken: list[BrokenBackup]
+    orphans: list[str]  # backup ids with objects but no manifest (killed or running backups)
 
 
 def manifest_key(backup_id: str) -> str:
@@ -117,34 +178,200 @@ def object_key(backup_id: str, name: str) -> str:
     return f"backups/{backup_id}/{name}"
 
 
-def write_manifest(repo: Repository, manifest: Manifest) -> str:
+def backup_time(backup_id: str) -> datetime | None:
+    """When a backup started, from its id (also for backups without a readable manifest)."""
+    match = _ID_RE.match(backup_id)
+    if not match:
+        return None
+    return datetime.strptime(match["ts"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+
+
+def write_manifest(repo: Repository, manifest: Manifest, data_key: bytes) -> str:
+    """Seal and store the manifest, create-if-absent: a backup id is never reused."""
+    manifest.check(manifest.id)
     key = manifest_key(manifest.id)
-    repo.put_bytes(key, manifest.to_json().encode())
+    raw = seal.seal("manifest", key, asdict(manifest), data_key)
+    try:
+        repo.put_bytes(key, raw, if_absent=True)
+    except ObjectExists:
+        raise DbtierError(
+            f"backup {manifest.id} already exists in {repo.describe()}: two backups of the same "
+            "kind started in the same second; run it again"
+        ) from None
     return key
 
 
-def list_backups(repo: Repository, kind: str | None = None) -> list[Manifest]:
-    """Every backup that has a manifest, oldest first. Objects without one are ignored."""
-    manifests = []
+def read_manifest(repo: Repository, provider: KeyProvider, backup_id: str) -> Manifest:
+    """The authenticated, sanity-checked manifest; IntegrityError (or WrongKeyError) if not."""
+    key = manifest_key(backup_id)
+    try:
+        raw = repo.get_bytes(key)
+    except ObjectNotFound:
+        raise UsageError(f"backup {backup_id} not found in {repo.describe()} (no {key})") from None
+    doc = seal.parse(raw, "manifest", key)
+    body = doc["body"]
+    try:
+        wrapped = body["encryption"]["data_key"]
+    except (KeyError, TypeError):
+        raise IntegrityError(f"{key} has no wrapped data key") from None
+    data_key = provider.unwrap(wrapped)
+    seal.verify(doc, "manifest", key, data_key, key)
+    try:
+        fields = dict(body)
+        fields["objects"] = [StoredObject(**o) for o in body["objects"]]
+        manifest = Manifest(**fields)
+    except (TypeError, KeyError) as exc:
+        raise IntegrityError(f"{key} is unreadable: {exc}") from None
+    manifest.check(backup_id)
+    return manifest
+
+
+def scan(repo: Repository, provider: KeyProvider, kind: str | None = None) -> Catalog:
+    """Every backup: good ones (oldest first), broken ones with the reason, orphans.
+
+    One bad manifest never hides the others. If no manifest at all opens because of the master
+    key, the key is wrong (a configuration error), not every backup broken.
+    """
+    by_id: dict[str, set[str]] = {}
     for key in repo.list("backups/"):
-        if key.endswith("/" + MANIFEST_NAME) and key.count("/") == 2:
-            manifest = Manifest.from_json(repo.get_bytes(key).decode(), key)
-            if kind is None or manifest.kind == kind:
-                manifests.append(manifest)
-    return sorted(manifests, key=lambda m: (m.stopped_at, m.id))
+        parts = key.split("/")
+        if len(parts) == 3:
+            by_id.setdefault(parts[1], set()).add(parts[2])
+    good, broken, orphans, wrong_key = [], [], [], []
+    for backup_id, names in sorted(by_id.items()):
+        if MANIFEST_NAME not in names:
+            orphans.append(backup_id)
+            continue
+        try:
+            manifest = read_manifest(repo, provider, backup_id)
+        except UsageError:
+            continue  # deleted meanwhile (a concurrent cleanup)
+        except IntegrityError as exc:
+            broken.append(BrokenBackup(backup_id, str(exc)))
+            if isinstance(exc, WrongKeyError):
+                wrong_key.append(exc)
+            continue
+        if kind is None or manifest.kind == kind:
+            good.append(manifest)
+    if wrong_key and not good and len(wrong_key) == len(broken):
+        raise wrong_key[0]
+    good.sort(key=lambda m: (m.stopped_at, m.id))
+    return Catalog(backups=good, broken=broken, orphans=orphans)
 
 
-def find_backup(repo: Repository, ref: str, kinds: tuple[str, ...] = ("logical",)) -> Manifest:
-    """`latest` (newest of the kinds) or an id."""
+def list_backups(
+    repo: Repository, provider: KeyProvider, kind: str | None = None
+) -> list[Manifest]:
+    """Good backups, oldest first (broken ones are skipped; see scan())."""
+    return scan(repo, provider, kind).backups
+
+
+def find_backup(
+    repo: Repository, provider: KeyProvider, ref: str, kinds: tuple[str, ...] = ("logical",)
+) -> Manifest:
+    """`latest` (newest good backup of the kinds) or an id (which must be good)."""
     if ref == "latest":
-        candidates = [m for m in list_backups(repo) if m.kind in kinds]
+        candidates = [m for m in list_backups(repo, provider) if m.kind in kinds]
         if not candidates:
             raise UsageError(f"no {'/'.join(kinds)} backup in {repo.describe()}")
         return candidates[-1]
-    key = manifest_key(ref)
-    if not repo.exists(key):
-        raise UsageError(f"backup {ref} not found in {repo.describe()} (no {key})")
-    return Manifest.from_json(repo.get_bytes(key).decode(), key)
+    try:
+        return read_manifest(repo, provider, ref)
+    except IntegrityError as exc:
+        if isinstance(exc, WrongKeyError):
+            raise
+        raise IntegrityError(f"backup {ref} is broken: {exc}") from None
+
+
+# ---------------------------------------------------------------------------- verifications
+
+
+def write_verification(
+    repo: Repository, manifest: Manifest, data_key: bytes, *, ok: bool, deep: bool, error: str = ""
+) -> None:
+    """Remember a verify's result beside the backup (retention counts only good backups)."""
+    key = object_key(manifest.id, VERIFY_NAME)
+    body = {
+        "backup_id": manifest.id,
+        "ok": ok,
+        "deep": deep,
+        "error": error,
+        "verified_at": iso(now_utc()),
+        "host": socket.gethostname(),
+        "tool_version": __version__,
+        "data_key": manifest.wrapped_key,
+    }
+    repo.put_bytes(key, seal.seal("verification", key, body, data_key))
+
+
+def read_verification(
+    repo: Repository, provider: KeyProvider, manifest: Manifest
+) -> dict[str, Any] | None:
+    """The last verification of a backup, None if never verified (or the record is unreadable:
+    then it does not count either way)."""
+    key = object_key(manifest.id, VERIFY_NAME)
+    try:
+        doc = seal.parse(repo.get_bytes(key), "verification", key)
+        seal.verify(doc, "verification", key, provider.unwrap(manifest.wrapped_key), key)
+    except (ObjectNotFound, IntegrityError):
+        return None
+    body: dict[str, Any] = doc["body"]
+    return body if body.get("backup_id") == manifest.id else None
+
+
+# ------------------------------------------------------------------------ repository identity
+
+
+def bind(repo: Repository, provider: KeyProvider, system_identifier: str | None) -> dict[str, Any]:
+    """Check (or, on first write, record) what the repository is bound to: its master key and
+    the cluster it backs up. Called before anything is written; refuses a different key
+    (WrongKeyError, exit 2) or another cluster's data (UsageError)."""
+    try:
+        raw = repo.get_bytes(REPOSITORY_INFO)
+    except ObjectNotFound:
+        raw = _create_identity(repo, provider, system_identifier)
+    doc = seal.parse(raw, "repository", REPOSITORY_INFO)
+    body = doc["body"]
+    bound = body.get("key") or {}
+    mine = {"family": provider.family, "fingerprint": provider.fingerprint()}
+    if bound != mine:
+        raise WrongKeyError(
+            f"repository {repo.describe()} is bound to master key {bound.get('family')}:"
+            f"{bound.get('fingerprint')}, but the configured key {provider.describe()} is "
+            f"{mine['family']}:{mine['fingerprint']}: refusing to write. Configure the "
+            "repository's key, or use a new repository (or prefix) for a new key"
+        )
+    seal.verify(doc, "repository", REPOSITORY_INFO, provider.unwrap(body["data_key"]),
+                f"{repo.describe()}/{REPOSITORY_INFO}")  # fmt: skip
+    recorded = body.get("system_identifier")
+    if recorded and system_identifier and recorded != system_identifier:
+        raise UsageError(
+            f"repository {repo.describe()} holds the backups of the cluster with system "
+            f"identifier {recorded}; this cluster is {system_identifier}: refusing to mix them. "
+            "A new cluster (initdb, pg_upgrade) needs its own repository or prefix"
+        )
+    return dict(body)
+
+
+def _create_identity(
+    repo: Repository, provider: KeyProvider, system_identifier: str | None
+) -> bytes:
+    data_key, wrapped = provider.generate_data_key()
+    body = {
+        "repository_format": 1,
+        "created_at": iso(now_utc()),
+        "created_by": socket.gethostname(),
+        "tool_version": __version__,
+        "key": {"family": provider.family, "fingerprint": provider.fingerprint()},
+        "system_identifier": system_identifier,
+        "data_key": wrapped,
+    }
+    raw = seal.seal("repository", REPOSITORY_INFO, body, data_key)
+    try:
+        repo.put_bytes(REPOSITORY_INFO, raw, if_absent=True)
+    except ObjectExists:  # another host created it at the same moment: use theirs
+        return repo.get_bytes(REPOSITORY_INFO)
+    return raw
 
 
 def split_backup_url(url: str) -> tuple[str, str]:
@@ -158,27 +385,30 @@ def split_backup_url(url: str) -> tuple[str, str]:
 # ------------------------------------------------------------------------------- WAL names
 
 
-def wal_file_name(lsn: str, timeline: int, segment_size: int = WAL_SEGMENT_SIZE) -> str:
-    """The WAL segment holding an LSN ('16/B374D848'), as pg_walfile_name() names it."""
+def lsn_value(lsn: str) -> int:
     hi, lo = (int(part, 16) for part in lsn.split("/"))
-    segno = ((hi << 32) | lo) // segment_size
-    per_xlogid = 0x100000000 // segment_size
-    return f"{timeline:08X}{segno // per_xlogid:08X}{segno % per_xlogid:08X}"
+    return (hi << 32) | lo
+
+
+def wal_file_name(lsn: str, timeline: int, segment_size: int = WAL_SEGMENT_SIZE) -> str:
+    """The WAL segment holding an LSN ('16/B374D848'), as the backup history file names it."""
+    return segment_name(timeline, lsn_value(lsn) // segment_size, segment_size)
+
+
+def segment_number(name: str, segment_size: int = WAL_SEGMENT_SIZE) -> int:
+    return int(name[8:16], 16) * (0x100000000 // segment_size) + int(name[16:24], 16)
+
+
+def segment_name(timeline: int, number: int, segment_size: int = WAL_SEGMENT_SIZE) -> str:
+    per_log = 0x100000000 // segment_size
+    return f"{timeline:08X}{number // per_log:08X}{number % per_log:08X}"
 
 
 def wal_key(name: str) -> str:
     return f"wal/{name}.zst.enc"
 
 
-def wal_sidecar_key(name: str) -> str:
-    return f"wal/{name}.json"
-
-
-def archived_wal(repo: Repository) -> dict[str, dict[str, Any]]:
-    """name -> sidecar, for every WAL file whose sidecar exists (i.e. completely pushed)."""
-    result = {}
-    for key in repo.list("wal/"):
-        if key.endswith(".json"):
-            name = key[len("wal/") : -len(".json")]
-            result[name] = {"key": key}
-    return result
+def archived_wal(repo: Repository) -> list[str]:
+    """Names of every archived WAL file (segments, .partial, .backup, .history), sorted."""
+    suffix = ".zst.enc"
+    return sorted(k[len("wal/") : -len(suffix)] for k in repo.list("wal/") if k.endswith(suffix))

@@ -201,10 +201,14 @@ def cmd_backup(args: argparse.Namespace) -> int:
         )
     else:
         rows = maintenance.list_all(settings)
-        header = f"{'ID':<32} {'KIND':<8} {'DATABASE':<12} {'STOPPED AT':<21} {'SIZE':>11}"
+        header = (
+            f"{'ID':<32} {'KIND':<8} {'STATUS':<7} {'DATABASE':<12} {'STOPPED AT':<21} "
+            f"{'SIZE':>11}"
+        )
         text = [header] + [
-            f"{r['id']:<32} {r['kind']:<8} {r['database'] or '-':<12} {r['stopped_at']:<21} "
-            f"{_human(r['size']):>11}"
+            f"{r['id']:<32} {r['kind']:<8} {r['status']:<7} {r.get('database') or '-':<12} "
+            f"{r['stopped_at']:<21} {_human(r['size']) if r['size'] is not None else '-':>11}"
+            + (f"  {r['reason']}" if r.get("reason") else "")
             for r in rows
         ]
         _emit(args, {"backups": rows}, "\n".join(text) if rows else "no backups")

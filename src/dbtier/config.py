@@ -67,6 +67,14 @@ class Settings:
         return value
 
 
+def first_env(*names: str) -> str | None:
+    """The first of these environment variables that is set and not empty."""
+    for name in names:
+        if os.environ.get(name):
+            return os.environ[name]
+    return None
+
+
 def _coerce(name: str, value: Any) -> Any:
     kind = {f.name: f.type for f in fields(Settings)}[name]
     if "int" in str(kind) and not isinstance(value, int):

@@ -2,22 +2,25 @@
 
 Format (all integers big-endian)::
 
-    header  = b"DBTIERE1" | chunk_size:u32 | stream_id:16 bytes (random)
+    header  = b"DBTIERE2" | chunk_size:u32 | stream_id:16 bytes (random)
     chunk i = 0x00 | nonce:12 bytes (random) | AES-256-GCM(plaintext) | tag:16 bytes
     final   = 0x01 | length:u32 | nonce:12 | AES-256-GCM(plaintext) | tag:16
-    AAD(i)  = stream_id | i:u64 | final:u8
+    AAD(i)  = stream_id | i:u64 | final:u8 | SHA-256(context)
 
 Every chunk but the last holds exactly chunk_size bytes of plaintext; the final one holds fewer,
 possibly none, and says how many, so the reader knows exactly where the stream ends. Because the
 index and the final flag are authenticated, a missing tail, swapped, repeated or dropped chunks,
 chunks spliced in from another stream (other stream id) and flipped bits all fail; bytes after
-the final chunk are reported as trailing data.
+the final chunk are reported as trailing data. The context is the object's key in the repository
+("wal/000000010000000000000007.zst.enc"): an object copied or renamed over another one fails
+authentication even under the same data key.
 
 Chunk numbers in error messages are the 0-based indexes of the format.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import struct
@@ -28,7 +31,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .errors import DbtierError
 
-MAGIC = b"DBTIERE1"
+MAGIC = b"DBTIERE2"
+OLD_MAGICS = (b"DBTIERE1",)
 CHUNK_SIZE = 1 << 20
 MAX_CHUNK_SIZE = 64 << 20  # a corrupted header must not make the reader allocate gigabytes
 KEY_SIZE = 32
@@ -41,7 +45,7 @@ _MORE, _FINAL = b"\x00", b"\x01"
 _LENGTH = struct.Struct(">I")
 _HEADER = struct.Struct(">8sI16s")
 HEADER_SIZE = _HEADER.size
-_AAD = struct.Struct(">16sQB")
+_AAD = struct.Struct(">16sQB32s")
 
 
 class IntegrityError(DbtierError):
@@ -67,7 +71,9 @@ class EncryptingWriter(io.RawIOBase):
     dest is not closed; memory is one chunk.
     """
 
-    def __init__(self, dest: BinaryIO, data_key: bytes, chunk_size: int = CHUNK_SIZE) -> None:
+    def __init__(
+        self, dest: BinaryIO, data_key: bytes, chunk_size: int = CHUNK_SIZE, context: bytes = b""
+    ) -> None:
         super().__init__()
         if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
             raise ValueError(f"chunk size must be 1..{MAX_CHUNK_SIZE}, got {chunk_size}")
@@ -75,6 +81,7 @@ class EncryptingWriter(io.RawIOBase):
         self._dest = dest
         self._chunk_size = chunk_size
         self._stream_id = os.urandom(STREAM_ID_SIZE)
+        self._context = hashlib.sha256(context).digest()
         self._index = 0
         self._buf = bytearray()
         self._aborted = False
@@ -91,7 +98,7 @@ class EncryptingWriter(io.RawIOBase):
 
     def _emit(self, plaintext: bytes | bytearray | memoryview, final: bool) -> None:
         nonce = os.urandom(NONCE_SIZE)
-        aad = _AAD.pack(self._stream_id, self._index, 1 if final else 0)
+        aad = _AAD.pack(self._stream_id, self._index, 1 if final else 0, self._context)
         lead = _FINAL + _LENGTH.pack(len(plaintext)) if final else _MORE
         self._emit_raw(lead + nonce + self._aead.encrypt(nonce, bytes(plaintext), aad))
         self._index += 1
@@ -158,9 +165,10 @@ class DecryptingReader(io.RawIOBase):
     raised, so callers must write to a scratch place and only commit after a clean EOF.
     """
 
-    def __init__(self, src: BinaryIO, data_key: bytes) -> None:
+    def __init__(self, src: BinaryIO, data_key: bytes, context: bytes = b"") -> None:
         super().__init__()
         self._aead = _check_key(data_key)
+        self._context = hashlib.sha256(context).digest()
         self._src = src
         self._index = 0
         self._done = False
@@ -173,6 +181,10 @@ class DecryptingReader(io.RawIOBase):
             raise IntegrityError("stream truncated (empty, no header)")
         if len(header) < HEADER_SIZE and MAGIC.startswith(header[: len(MAGIC)]):
             raise IntegrityError("stream truncated (incomplete header)")
+        if header[: len(MAGIC)] in OLD_MAGICS:
+            raise IntegrityError(
+                "stream format 1 (dbtier < 1.1, not bound to its object key): take a new backup"
+            )
         if len(header) < HEADER_SIZE or header[: len(MAGIC)] != MAGIC:
             raise IntegrityError("not a dbtier encrypted stream (bad magic)")
         _, chunk_size, self._stream_id = _HEADER.unpack(header)
@@ -216,7 +228,7 @@ class DecryptingReader(io.RawIOBase):
         record = self._read_exact(NONCE_SIZE + length + TAG_SIZE)
         if len(record) < NONCE_SIZE + length + TAG_SIZE:
             raise IntegrityError(f"stream truncated (incomplete chunk {n})")
-        aad = _AAD.pack(self._stream_id, n, 1 if final else 0)
+        aad = _AAD.pack(self._stream_id, n, 1 if final else 0, self._context)
         try:
             plaintext = self._aead.decrypt(record[:NONCE_SIZE], record[NONCE_SIZE:], aad)
         except InvalidTag:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from .errors import Unreachable, UsageError
@@ -59,3 +61,29 @@ def reason(exc: psycopg.OperationalError) -> str:
     last = lines[-1]
     # libpq prefixes: 'connection to server at "h" (ip), port p failed: FATAL:  ...'
     return last.split("failed: ", 1)[-1]
+
+
+def user_tables(conn: psycopg.Connection) -> list[str]:
+    """schema.table of every ordinary user table."""
+    rows = conn.execute(
+        """
+        SELECT n.nspname, c.relname FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+          AND n.nspname NOT LIKE 'pg_toast%%' AND n.nspname NOT LIKE 'pg_temp%%'
+        ORDER BY 1, 2
+        """
+    ).fetchall()
+    return [f"{schema}.{name}" for schema, name in rows]
+
+
+def count_rows(conn: psycopg.Connection, tables: Iterable[str]) -> dict[str, int]:
+    """Exact row counts (in the connection's current snapshot) of schema.table names."""
+    counts = {}
+    for table in tables:
+        schema, name = table.split(".", 1)
+        query = sql.SQL("SELECT count(*) FROM {}.{}").format(
+            sql.Identifier(schema), sql.Identifier(name)
+        )
+        counts[table] = conn.execute(query).fetchone()[0]
+    return counts

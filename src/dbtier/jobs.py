@@ -101,18 +101,48 @@ class History:
             log("history.unavailable", "warning", reason=db.first_line(exc))
 
     def start(self, job: Job) -> None:
+        self.reap()
         self._exec(
-            "INSERT INTO backup_history (backup_id, kind, status, started_at, host, tool_version) "
-            "VALUES (%(id)s, %(kind)s, 'running', to_timestamp(%(t)s), %(host)s, %(ver)s) "
-            "ON CONFLICT (backup_id) DO NOTHING",
+            "INSERT INTO backup_history "
+            "(backup_id, kind, status, started_at, host, tool_version, pid) "
+            "VALUES (%(id)s, %(kind)s, 'running', to_timestamp(%(t)s), %(host)s, %(ver)s, "
+            "%(pid)s) ON CONFLICT (backup_id) DO NOTHING",
             {
                 "id": job.backup_id,
                 "kind": job.kind,
                 "t": job.started,
                 "host": socket.gethostname(),
                 "ver": __version__,
+                "pid": os.getpid(),
             },
         )
+
+    def reap(self) -> None:
+        """Mark this host's 'running' rows whose process is gone as failed: a job killed by
+        SIGKILL, the OOM killer or a crash never wrote its own end."""
+        if not self.dsn:
+            return
+        try:
+            with db.connect(self.dsn, autocommit=True) as conn:
+                if not conn.execute("SELECT to_regclass('public.backup_history')").fetchone()[0]:
+                    return
+                rows = conn.execute(
+                    "SELECT id, pid FROM backup_history WHERE status = 'running' AND host = %s "
+                    "AND pid IS NOT NULL",
+                    (socket.gethostname(),),
+                ).fetchall()
+                for row_id, pid in rows:
+                    if _process_alive(pid):
+                        continue
+                    conn.execute(
+                        "UPDATE backup_history SET status = 'failed', completed_at = now(), "
+                        "duration_seconds = round(extract(epoch FROM now() - started_at), 3), "
+                        "error = %s WHERE id = %s AND status = 'running'",
+                        (f"interrupted: process {pid} ended without recording a result", row_id),
+                    )
+                    log("history.reaped", "warning", row=row_id, pid=pid)
+        except (psycopg.Error, Exception) as exc:
+            log("history.unavailable", "warning", reason=db.first_line(exc))
 
     def finish(self, job: Job, error: str | None) -> None:
         f = job.fields
@@ -146,6 +176,15 @@ class History:
                 "id": job.backup_id,
             },
         )
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether pid is a live dbtier process on this host (a reused pid runs something else)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"dbtier" in cmdline
 
 
 METRIC_HELP = {

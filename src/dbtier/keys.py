@@ -26,7 +26,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .config import Settings
+from .config import Settings, first_env
 from .crypto import KEY_SIZE, NONCE_SIZE, IntegrityError
 from .errors import EXIT_USAGE, DbtierError, UsageError
 
@@ -55,6 +55,7 @@ def _b64_key(text: str) -> bytes | None:
 
 class KeyProvider(ABC):
     kind: str
+    family: str  # what a repository is bound to: "local" (file or env: the same key) or "kms"
 
     @abstractmethod
     def generate_data_key(self) -> tuple[bytes, dict[str, str]]: ...
@@ -72,6 +73,8 @@ class KeyProvider(ABC):
 
 class LocalKeyProvider(KeyProvider):
     """A 32-byte master key held by this host (key file or environment variable)."""
+
+    family = "local"
 
     def __init__(self, kind: str, source: str, master: bytes) -> None:
         self.kind = kind
@@ -120,17 +123,20 @@ class KmsKeyProvider(KeyProvider):
     """AWS KMS: the master key never leaves KMS; data keys come from GenerateDataKey."""
 
     kind = "kms"
+    family = "kms"
 
     def __init__(
         self, key_id: str, endpoint_url: str | None = None, region: str | None = None
     ) -> None:
         self.key_id = key_id
-        self.endpoint_url = endpoint_url or _env(
+        self.endpoint_url = endpoint_url or first_env(
             "DBTIER_AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_KMS", "AWS_ENDPOINT_URL"
         )
-        self.region = region or _env("AWS_DEFAULT_REGION", "AWS_REGION")
+        self.region = region or first_env("AWS_DEFAULT_REGION", "AWS_REGION")
         self._client: Any = None
         self._arn: str | None = None
+        # Every manifest read unwraps its key: one KMS Decrypt per data key per process.
+        self._unwrapped: dict[str, bytes] = {}
 
     def describe(self) -> str:
         return f"kms:{self.key_id}"
@@ -210,19 +216,16 @@ class KmsKeyProvider(KeyProvider):
                 f"wrong master key: data key {key_id} was wrapped by a local {provider} key "
                 f"(fingerprint {key_id}), but the configured master key is kms:{self.key_id}"
             )
+        cached = self._unwrapped.get(wrapped["wrapped_key"])
+        if cached is not None:
+            return cached
         # KeyId pins the key KMS must use: a blob from another key is refused, not guessed.
         resp = self._call("decrypt", CiphertextBlob=blob, KeyId=key_id)
         plaintext = bytes(resp["Plaintext"])
         if len(plaintext) != KEY_SIZE:
             raise IntegrityError(f"data key {key_id}: KMS returned {len(plaintext)} bytes")
+        self._unwrapped[wrapped["wrapped_key"]] = plaintext
         return plaintext
-
-
-def _env(*names: str) -> str | None:
-    for name in names:
-        if os.environ.get(name):
-            return os.environ[name]
-    return None
 
 
 def _parse_wrapped(wrapped: Any) -> tuple[str, str, bytes]:

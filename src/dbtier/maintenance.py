@@ -10,111 +10,191 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from . import catalog, keys
+from . import catalog, wal
 from .config import Settings
 from .errors import DbtierError, UsageError
 from .jobs import Job, log, run_job
 from .pgcluster import LocalCluster, chown_to_server_user
 from .pgtools import program
 from .pipeline import verify_object
-from .repository import Repository, open_repository
+from .repository import Repository
 from .restore import _download, _pg_restore_list, count_rows
+from .store import Store, open_store
+
+DEBRIS_GRACE_HOURS = 24  # leftovers of killed writers are removed once this old
 
 
-def _repo(settings: Settings) -> Repository:
-    url = settings.require("repository", "set BACKUP_REPOSITORY or repository= in dbtier.toml")
-    return open_repository(
-        url,
-        storage_class=settings.storage_class,
-        endpoint_url=settings.endpoint_url,
-        region=settings.region,
-    )
+def _row(m: catalog.Manifest) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "kind": m.kind,
+        "status": "ok",
+        "database": m.database,
+        "started_at": m.started_at,
+        "stopped_at": m.stopped_at,
+        "size": m.size,
+        "raw_size": m.raw_size,
+        "server_version": m.server_version,
+        "start_wal_file": m.start_wal_file,
+        "stop_wal_file": m.stop_wal_file,
+        "tables": len(m.row_counts),
+    }
 
 
 def list_all(settings: Settings) -> list[dict[str, Any]]:
-    rows = []
-    for m in catalog.list_backups(_repo(settings)):
+    """Every backup, oldest first; a broken one is listed with its reason, never hidden and
+    never hiding the others."""
+    store = open_store(settings)
+    found = catalog.scan(store.repo, store.provider)
+    rows = [_row(m) for m in found.backups]
+    for bad in found.broken:
+        when = catalog.backup_time(bad.id)
         rows.append(
             {
-                "id": m.id,
-                "kind": m.kind,
-                "database": m.database,
-                "started_at": m.started_at,
-                "stopped_at": m.stopped_at,
-                "size": m.size,
-                "raw_size": m.raw_size,
-                "server_version": m.server_version,
-                "start_wal_file": m.start_wal_file,
-                "stop_wal_file": m.stop_wal_file,
-                "tables": len(m.row_counts),
+                "id": bad.id,
+                "kind": bad.id.rsplit("-", 1)[-1],
+                "status": "broken",
+                "reason": bad.reason,
+                "stopped_at": catalog.iso(when) if when else "",
+                "size": None,
             }
         )
+    rows.sort(key=lambda r: (r["stopped_at"] or "", r["id"]))
     return rows
 
 
 def verify(settings: Settings, ref: str, *, deep: bool = False) -> dict[str, Any]:
-    provider = keys.from_settings(settings)
-    repo = _repo(settings)
-    manifest = catalog.find_backup(repo, ref, kinds=("logical", "safety", "base"))
-    data_key = keys.unwrap_data_key(provider, manifest.encryption["data_key"])
+    store = open_store(settings)
+    repo, provider = store.repo, store.provider
+    manifest = catalog.find_backup(repo, provider, ref, kinds=("logical", "safety", "base"))
+    data_key = provider.unwrap(manifest.wrapped_key)
     job = Job(
         name="verify", kind="verify", backup_id=f"{catalog.new_backup_id('verify')}-{manifest.id}"
     )
     with run_job(job, history_dsn=settings.history_dsn, metrics_dir=settings.metrics_dir):
-        checked = []
-        for obj in manifest.objects:
-            result = verify_object(
-                repo, catalog.object_key(manifest.id, obj.key), data_key, obj.sha256
-            )
-            if result.raw_sha256 != obj.raw_sha256 or result.raw_size != obj.raw_size:
-                raise DbtierError(f"object {obj.key}: content differs from the manifest")
-            job.bytes += result.raw_size
-            checked.append(obj.key)
-            log("verify.object", backup_id=manifest.id, object=obj.key, ok=True)
-        report: dict[str, Any] = {
-            "backup_id": manifest.id,
-            "kind": manifest.kind,
-            "objects": checked,
-            "deep": deep,
-        }
-        if manifest.kind == "base":
-            missing = _missing_wal(repo, manifest)
-            if missing:
-                raise DbtierError(
-                    f"base backup {manifest.id} needs WAL {missing[0]}, which is not archived"
-                )
-            report["wal"] = f"{manifest.start_wal_file}..{manifest.stop_wal_file} archived"
-            if deep:
-                report["recovery"] = _deep_base(settings, repo, provider, manifest)
-        else:
-            major = int(manifest.server_version.split(".")[0])
-            with tempfile.TemporaryDirectory(prefix="dbtier-verify-") as tmp:
-                dump = _download(repo, manifest, provider, Path(tmp))[0]
-                report["toc_entries"] = len(_pg_restore_list(major, settings.pg_bindir, dump))
-                if deep:
-                    report["row_counts"] = _deep_logical(settings, manifest, dump, major)
+        try:
+            report = _verify(store, settings, manifest, data_key, job, deep)
+        except DbtierError as exc:
+            if not isinstance(exc, UsageError):  # a setup problem says nothing of the backup
+                _record(repo, manifest, data_key, ok=False, deep=deep, error=str(exc))
+            raise
+        _record(repo, manifest, data_key, ok=True, deep=deep)
         log("verify.ok", backup_id=manifest.id)
         return report
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _missing_wal(repo: Repository, manifest: catalog.Manifest) -> list[str]:
-    archived = catalog.archived_wal(repo)
-    start, stop = manifest.start_wal_file, manifest.stop_wal_file
-    if not start or not stop:
-        return ["(manifest has no WAL range)"]
-    per_log = 0x100000000 // catalog.WAL_SEGMENT_SIZE  # segments per log id (256 for 16 MB)
-    tli = start[:8]
+def _record(repo: Repository, manifest: catalog.Manifest, data_key: bytes, **result: Any) -> None:
+    try:
+        catalog.write_verification(repo, manifest, data_key, **result)
+    except DbtierError as exc:  # a read-only host can verify; retention then ignores the result
+        log("verify.unrecorded", "warning", backup_id=manifest.id, reason=str(exc))
 
-    def segno(name: str) -> int:
-        return int(name[8:16], 16) * per_log + int(name[16:24], 16)
 
-    missing = []
-    for n in range(segno(start), segno(stop) + 1):
-        name = f"{tli}{n // per_log:08X}{n % per_log:08X}"
-        if name not in archived:
-            missing.append(name)
-    return missing
+def _verify(
+    store: Store,
+    settings: Settings,
+    manifest: catalog.Manifest,
+    data_key: bytes,
+    job: Job,
+    deep: bool,
+) -> dict[str, Any]:
+    repo, provider = store.repo, store.provider
+    checked = []
+    for obj in manifest.objects:
+        result = verify_object(
+            repo,
+            catalog.object_key(manifest.id, obj.key),
+            data_key,
+            obj.sha256,
+            expected_size=obj.size,
+            expected_raw_sha256=obj.raw_sha256,
+            expected_raw_size=obj.raw_size,
+        )
+        job.bytes += result.raw_size
+        checked.append(obj.key)
+        log("verify.object", backup_id=manifest.id, object=obj.key, ok=True)
+    report: dict[str, Any] = {
+        "backup_id": manifest.id,
+        "kind": manifest.kind,
+        "objects": checked,
+        "deep": deep,
+    }
+    if manifest.kind == "base":
+        report["wal"] = verify_wal(store, manifest)
+        if deep:
+            report["recovery"] = _deep_base(settings, repo, provider, manifest)
+    else:
+        major = int(manifest.server_version.split(".")[0])
+        with tempfile.TemporaryDirectory(prefix="dbtier-verify-") as tmp:
+            dump = _download(repo, manifest, provider, Path(tmp))[0]
+            report["toc_entries"] = len(_pg_restore_list(major, settings.pg_bindir, dump))
+            if deep:
+                report["row_counts"] = _deep_logical(settings, manifest, dump, major)
+    return report
+
+
+def _segments(names: list[str], timeline: int, size: int) -> dict[int, list[str]]:
+    """Archived segments (and .partial files) of this timeline or later, by segment number."""
+    found: dict[int, list[str]] = {}
+    for name in names:
+        segment = catalog.WAL_SEGMENT_RE.match(name[:24]) and not name.endswith(".backup")
+        if segment and int(name[:8], 16) >= timeline:
+            found.setdefault(catalog.segment_number(name, size), []).append(name)
+    return found
+
+
+def missing_wal(names: list[str], manifest: catalog.Manifest) -> list[str]:
+    """Segments from the backup's start to its stop that are not archived."""
+    size = manifest.wal_segment_size
+    have = _segments(names, manifest.timeline or 1, size)
+    start = catalog.segment_number(manifest.start_wal_file or "", size)
+    stop = catalog.segment_number(manifest.stop_wal_file or "", size)
+    return [
+        catalog.segment_name(manifest.timeline or 1, n, size)
+        for n in range(start, stop + 1)
+        if n not in have
+    ]
+
+
+def verify_wal(store: Store, manifest: catalog.Manifest) -> dict[str, Any]:
+    """Every WAL object the base backup needs: from its start to the end of the archive,
+    present (no gap), authentic and intact (fully decrypted and checked), history files too."""
+    names = catalog.archived_wal(store.repo)
+    missing = missing_wal(names, manifest)
+    if missing:
+        raise DbtierError(
+            f"base backup {manifest.id} is unusable: it needs WAL {missing[0]}, which is not "
+            f"archived ({len(missing)} segment(s) missing)"
+        )
+    size = manifest.wal_segment_size
+    have = _segments(names, manifest.timeline or 1, size)
+    start = catalog.segment_number(manifest.start_wal_file or "", size)
+    last = max(have)
+    gaps = [n for n in range(start, last + 1) if n not in have]
+    if gaps:
+        before = max(n for n in have if n < gaps[0])
+        first = catalog.segment_name(manifest.timeline or 1, gaps[0], size)
+        raise DbtierError(
+            f"WAL archive gap: segment {first} is missing ({len(gaps)} segment(s) in all): "
+            f"point-in-time recovery from {manifest.id} cannot go past {have[before][-1]}"
+        )
+    histories = [
+        n for n in names if n.endswith(".history") and int(n[:8], 16) > (manifest.timeline or 1)
+    ]
+    checked = 0
+    for number in range(start, last + 1):
+        for name in have[number]:
+            wal.read_object(store, name, None)
+            checked += 1
+    for name in histories:
+        wal.read_object(store, name, None)
+    return {
+        "required": f"{manifest.start_wal_file}..{manifest.stop_wal_file}",
+        "through": max(have[last]),
+        "segments_checked": checked,
+        "history_files_checked": len(histories),
+    }
 
 
 def _deep_base(
@@ -200,58 +280,111 @@ def _deep_logical(
         cluster.destroy()
 
 
+def _is_good(store: Store, m: catalog.Manifest, archived: list[str]) -> bool:
+    """Complete (every object present at its size, a base's WAL archived) and not failed by
+    its last verification: what retention may count on."""
+    for obj in m.objects:
+        if store.repo.size(catalog.object_key(m.id, obj.key)) != obj.size:
+            return False
+    if m.kind == "base" and missing_wal(archived, m):
+        return False
+    verification = catalog.read_verification(store.repo, store.provider, m)
+    return verification is None or bool(verification.get("ok"))
+
+
 def cleanup(
-    settings: Settings, *, days: int | None = None, count: int | None = None, dry_run: bool = False
+    settings: Settings,
+    *,
+    days: int | None = None,
+    count: int | None = None,
+    dry_run: bool = False,
+    grace_hours: float = DEBRIS_GRACE_HOURS,
 ) -> dict[str, Any]:
-    """Retention: delete backups older than `days` beyond the newest `count` of each kind;
-    never the newest backup of a kind, never WAL a kept base backup needs."""
+    """Retention. Keeps every backup newer than `days`; of each kind the newest good backup
+    (whatever its age) and the newest `count` good ones; the newest good base backup from
+    before the cutoff, so point-in-time recovery reaches back the whole window; and all WAL
+    that a kept base backup needs. "Good" = complete and not failed verification: a broken or
+    incomplete backup is never what retention keeps instead of a good one. Also removes what
+    killed backups left behind once older than the grace period."""
     days = settings.retention_days if days is None else days
     count = settings.retention_count if count is None else count
     if days < 0 or count < 0:
         raise UsageError("retention days and count must be >= 0")
-    repo = _repo(settings)
-    backups = catalog.list_backups(repo)
-    cutoff = catalog.now_utc() - timedelta(days=days)
-    keep: set[str] = set()
-    for kind in {m.kind for m in backups}:
-        of_kind = [m for m in backups if m.kind == kind]
-        keep.add(of_kind[-1].id)  # the newest good backup, whatever its age
+    store = open_store(settings)
+    repo = store.repo
+    found = catalog.scan(repo, store.provider)
+    backups = found.backups
+    archived = catalog.archived_wal(repo)
+    now = catalog.now_utc()
+    cutoff = now - timedelta(days=days)
+    good = [m for m in backups if _is_good(store, m, archived)]
+    keep = {m.id for m in backups if m.stopped >= cutoff}
+    for kind in {m.kind for m in good}:
+        of_kind = [m for m in good if m.kind == kind]
+        keep.add(of_kind[-1].id)
         keep.update(m.id for m in of_kind[-count:] if count)
-    keep.update(m.id for m in backups if m.stopped >= cutoff)
+    older_bases = [m for m in good if m.kind == "base" and m.stopped < cutoff]
+    if older_bases:
+        keep.add(older_bases[-1].id)  # the window's start is recoverable from it
     doomed = [m for m in backups if m.id not in keep]
+    grace = timedelta(hours=grace_hours)
+
+    def old(backup_id: str, limit: Any) -> bool:
+        when = catalog.backup_time(backup_id)
+        return when is not None and when < limit
+
+    broken = [b.id for b in found.broken if old(b.id, cutoff)]
+    orphans = [o for o in found.orphans if old(o, now - grace)]
+    debris = repo.debris(grace.total_seconds())
     kept_bases = [m for m in backups if m.kind == "base" and m.id in keep]
     wal_doomed: list[str] = []
     if kept_bases:
-        # Compare segment numbers, not names: a segment of an older timeline past the oldest
-        # kept start is kept too (conservative). Timeline history files are always kept.
-        oldest_needed = min((m.start_wal_file or "0" * 24)[8:] for m in kept_bases)
-        wal_doomed = sorted(
+        # By segment number on any timeline; history files are always kept.
+        oldest = min(
+            catalog.segment_number(m.start_wal_file or "", m.wal_segment_size) for m in kept_bases
+        )
+        size = kept_bases[0].wal_segment_size
+        wal_doomed = [
             n
-            for n in catalog.archived_wal(repo)
+            for n in archived
             if catalog.WAL_SEGMENT_RE.match(n[:24])
             and not n.endswith(".history")
-            and n[8:24] < oldest_needed
-        )
-    job = Job(name="cleanup", kind="cleanup", backup_id=catalog.new_backup_id("cleanup"))
+            and catalog.segment_number(n, size) < oldest
+        ]
     result = {
         "dry_run": dry_run,
         "retention_days": days,
         "retention_count": count,
         "kept": sorted(keep),
+        "not_good": sorted(m.id for m in backups if m not in good),
         "deleted_backups": [m.id for m in doomed],
+        "deleted_broken": broken,
+        "deleted_orphans": orphans,
+        "deleted_debris": [f"{d.what}:{d.key}" for d in debris],
         "deleted_wal": len(wal_doomed),
         "oldest_wal_kept": min((m.start_wal_file or "" for m in kept_bases), default=None),
     }
     if dry_run:
         return result
+    job = Job(name="cleanup", kind="cleanup", backup_id=catalog.new_backup_id("cleanup"))
     with run_job(job, history_dsn=settings.history_dsn, metrics_dir=settings.metrics_dir):
         for m in doomed:
             # Manifest first: from that moment the backup no longer exists for anyone.
             repo.delete(catalog.manifest_key(m.id))
-            repo.delete_many([catalog.object_key(m.id, o.key) for o in m.objects])
+            repo.delete_many(catalog.object_key(m.id, o.key) for o in m.objects)
+            repo.delete(catalog.object_key(m.id, catalog.VERIFY_NAME))
             log("cleanup.backup", backup_id=m.id)
-        for name in wal_doomed:
-            repo.delete_many([catalog.wal_sidecar_key(name), catalog.wal_key(name)])
+        for backup_id in broken + orphans:
+            keys = repo.list(f"backups/{backup_id}/")
+            keys.sort(key=lambda k: not k.endswith(catalog.MANIFEST_NAME))  # manifest first
+            repo.delete_many(keys)
+            log("cleanup.leftover", backup_id=backup_id, objects=len(keys))
+        for item in debris:
+            repo.remove_debris(item)
+            log(
+                "cleanup.debris", what=item.what, key=item.key, hours=round(item.age_seconds / 3600)
+            )
+        repo.delete_many(catalog.wal_key(n) for n in wal_doomed)
         job.bytes = sum(m.size for m in doomed)
         return result
     raise AssertionError("unreachable")  # pragma: no cover

@@ -5,8 +5,12 @@ bounded queue; the calling thread hands the queue to ``repo.put_stream``, which 
 temporary file; memory is the queue plus the repository's part buffers. A failure on either
 side stops the other and is raised; the repository then holds no object under the key.
 
+Every stream is bound to its object key (the AAD context, see crypto.py): an object moved or
+copied over another fails authentication.
+
 Download: the stored object is hashed as it streams in, decrypted chunk by chunk (each chunk
-authenticated) and decompressed into dest. The stored SHA-256 can only be compared with the
+authenticated) and decompressed into dest; its raw size and SHA-256 are checked against the
+manifest's at the end. The stored SHA-256 can only be compared with the
 manifest's at the end, and a missing tail only shows at the end, so dest has already received
 data when an error is raised: CALLERS MUST WRITE TO A SCRATCH PLACE (temp file, scratch
 directory) and only move it into place after download_decrypted returned.
@@ -27,6 +31,8 @@ from .compression import IO_SIZE, compressor, decompressor
 from .crypto import CHUNK_SIZE, DecryptingReader, EncryptingWriter, IntegrityError
 from .errors import DbtierError
 from .repository import ObjectNotFound, Repository
+
+__all__ = ["decrypt_into", "download_decrypted", "upload_encrypted", "verify_object"]
 
 QUEUE_DEPTH = 8  # encrypted chunks (~1 MiB each) between the producer and the upload
 
@@ -124,9 +130,12 @@ def upload_encrypted(
     threads: int = -1,
     *,
     chunk_size: int = CHUNK_SIZE,
+    prefix: bytes = b"",
+    if_absent: bool = False,
 ) -> UploadResult:
     """src -> zstd -> AES-256-GCM chunks -> repo.put_stream(key); the object exists only if
-    this returns."""
+    this returns. prefix: bytes stored before the stream (a WAL object's header); if_absent:
+    create-if-absent (ObjectExists if the key is there)."""
     cctx = compressor(level, threads)  # bad level: UsageError before anything starts
     q: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_DEPTH)
     cancelled = threading.Event()
@@ -136,7 +145,12 @@ def upload_encrypted(
     def produce() -> None:
         sink = _QueueSink(q, cancelled)
         try:
-            writer = EncryptingWriter(sink, data_key, chunk_size)  # type: ignore[arg-type]
+            writer = EncryptingWriter(
+                sink,  # type: ignore[arg-type]
+                data_key,
+                chunk_size,
+                context=key.encode(),
+            )
             try:
                 cctx.copy_stream(raw, writer, read_size=IO_SIZE, write_size=IO_SIZE)
             except BaseException:
@@ -153,6 +167,8 @@ def upload_encrypted(
                 q.put_nowait(_END)
 
     def consume() -> Any:
+        if prefix:
+            yield prefix
         while True:
             try:
                 item = q.get(timeout=0.2)
@@ -171,7 +187,7 @@ def upload_encrypted(
     producer = threading.Thread(target=produce, name=f"encrypt-{key}", daemon=True)
     producer.start()
     try:
-        info = repo.put_stream(key, consume())
+        info = repo.put_stream(key, consume(), if_absent=if_absent)
     except BaseException as exc:
         cancelled.set()
         # The producer stops at its next write; a stalled source may keep it in read() (the
@@ -195,6 +211,26 @@ def upload_encrypted(
     )
 
 
+def decrypt_into(handle: BinaryIO, dest: BinaryIO | None, data_key: bytes, key: str) -> Any:
+    """Decrypt and decompress the rest of handle (an object's stream, bound to key) into dest.
+    Returns the hashing writer (size, digest of the plaintext)."""
+    out = _HashingWriter(dest)
+    try:
+        reader = DecryptingReader(handle, data_key, context=key.encode())
+        decompressor().copy_stream(reader, out, read_size=IO_SIZE, write_size=IO_SIZE)
+        if not reader.complete:
+            # zstd stopped at the end of its frame; whatever follows is not ours.
+            raise IntegrityError("trailing data after the compressed stream")
+    except IntegrityError as exc:
+        raise IntegrityError(f"object {key}: {exc}") from None
+    except zstandard.ZstdError as exc:
+        raise IntegrityError(f"object {key}: decompression failed: {exc}") from None
+    except OSError as exc:
+        raise DbtierError(f"object {key}: writing the restored data failed: {exc}") from exc
+    out.flush()
+    return out
+
+
 def download_decrypted(
     repo: Repository,
     key: str,
@@ -203,12 +239,15 @@ def download_decrypted(
     expected_sha256: str | None = None,
     *,
     expected_size: int | None = None,
+    expected_raw_sha256: str | None = None,
+    expected_raw_size: int | None = None,
 ) -> DownloadResult:
     """Stream key from repo, verify, decrypt, decompress into dest (None: discard).
 
     Raises IntegrityError naming the object on any mismatch. dest has received data by then:
     write to a scratch place, commit only after this returns (see the module docstring).
-    expected_size (the manifest's stored size) is checked first, before dest sees a byte.
+    expected_size (the manifest's stored size) is checked first, before dest sees a byte; the
+    stored and raw checksums and the raw size at the end.
     """
     if expected_size is not None:
         stored_size = repo.size(key)
@@ -220,31 +259,26 @@ def download_decrypted(
             )
     with repo.open_read(key) as handle:
         stored = _HashingReader(handle)
-        out = _HashingWriter(dest)
-        try:
-            reader = DecryptingReader(stored, data_key)  # type: ignore[arg-type]
-            decompressor().copy_stream(reader, out, read_size=IO_SIZE, write_size=IO_SIZE)
-            if not reader.complete:
-                # zstd stopped at the end of its frame; whatever follows is not ours.
-                raise IntegrityError("trailing data after the compressed stream")
-        except IntegrityError as exc:
-            raise IntegrityError(f"object {key}: {exc}") from None
-        except zstandard.ZstdError as exc:
-            raise IntegrityError(f"object {key}: decompression failed: {exc}") from None
-        except OSError as exc:
-            raise DbtierError(f"object {key}: writing the restored data failed: {exc}") from exc
+        out = decrypt_into(stored, dest, data_key, key)  # type: ignore[arg-type]
     sha256 = stored.digest.hexdigest()
+    raw_sha256 = out.digest.hexdigest()
     if expected_sha256 is not None and sha256 != expected_sha256:
         raise IntegrityError(
             f"object {key}: checksum mismatch (stored {sha256}, manifest {expected_sha256})"
         )
-    out.flush()
+    if expected_raw_size is not None and out.size != expected_raw_size:
+        raise IntegrityError(
+            f"object {key}: content size mismatch after decryption (got {out.size} bytes, "
+            f"manifest {expected_raw_size})"
+        )
+    if expected_raw_sha256 is not None and raw_sha256 != expected_raw_sha256:
+        raise IntegrityError(f"object {key}: content checksum mismatch after decryption")
     return DownloadResult(
         key=key,
         size=stored.size,
         sha256=sha256,
         raw_size=out.size,
-        raw_sha256=out.digest.hexdigest(),
+        raw_sha256=raw_sha256,
     )
 
 
@@ -255,8 +289,17 @@ def verify_object(
     expected_sha256: str | None,
     *,
     expected_size: int | None = None,
+    expected_raw_sha256: str | None = None,
+    expected_raw_size: int | None = None,
 ) -> DownloadResult:
     """Read, authenticate, decrypt and decompress key to nowhere, checking everything."""
     return download_decrypted(
-        repo, key, None, data_key, expected_sha256, expected_size=expected_size
+        repo,
+        key,
+        None,
+        data_key,
+        expected_sha256,
+        expected_size=expected_size,
+        expected_raw_sha256=expected_raw_sha256,
+        expected_raw_size=expected_raw_size,
     )

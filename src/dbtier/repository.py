@@ -2,8 +2,11 @@
 
 Keys are relative, '/'-separated paths ("backups/<id>/dump.pgc.zst.enc"). Writes are atomic in
 both backends: an object is either absent or complete. FileRepository writes a ``.tmp-*`` file
-in the target directory, fsyncs it and renames it into place; S3 makes an object visible only
-when its single PUT or its multipart upload completes, and a failed upload is aborted.
+in the target directory, fsyncs it and renames (or, create-if-absent, hard-links) it into place;
+S3 makes an object visible only when its single PUT or its multipart upload completes, and a
+failed upload is aborted. ``if_absent=True`` writes are create-if-absent in both backends
+(``link`` on file://, ``If-None-Match: *`` on S3): of two concurrent writers exactly one wins
+and the other gets ObjectExists, so history can never be silently replaced.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlparse
 
+from .config import first_env
 from .errors import DbtierError, UsageError
 
 READ_SIZE = 1 << 20
@@ -39,7 +43,13 @@ PARTS_PER_DOUBLING = 1000
 # Bytes of parts held in memory while uploading: workers shrink as parts grow, so memory stays
 # about this (+ the part being read) instead of (workers + 1) x 5 GiB on a huge stream.
 DEFAULT_MEMORY_BUDGET = 256 << 20
-PART_ATTEMPTS = 4  # per part, on top of botocore's own retries
+# Every S3 call is bounded: botocore retries (its own backoff, one place) with socket timeouts,
+# so an endpoint that accepts and never answers, or a cut line, fails in well under a minute
+# instead of hanging. A streamed GET resumes from its offset this many times after a drop.
+S3_CONNECT_TIMEOUT = 5
+S3_READ_TIMEOUT = 20
+S3_MAX_ATTEMPTS = 4
+READ_RESUMES = 3
 
 
 def part_size_for(part_number: int, base: int = DEFAULT_PART_SIZE) -> int:
@@ -62,7 +72,21 @@ class ObjectInfo:
 
 
 class ObjectNotFound(DbtierError):
-    """The key does not exist in the repository."""
+    """The key does not exist in the repository (a confirmed absence, not an error reaching it)."""
+
+
+class ObjectExists(DbtierError):
+    """A create-if-absent write found the key already there (another writer won)."""
+
+
+@dataclass(frozen=True)
+class Debris:
+    """Something a killed writer left behind: a scratch file or an unfinished multipart upload."""
+
+    what: str  # "tmp-file" | "multipart-upload"
+    key: str
+    age_seconds: float
+    handle: str = ""  # the multipart upload id
 
 
 def check_key(key: str) -> str:
@@ -90,11 +114,14 @@ class Repository(ABC):
     url: str
 
     @abstractmethod
-    def put_stream(self, key: str, src: BinaryIO | Iterable[bytes]) -> ObjectInfo:
-        """Store src under key atomically; exceptions from src propagate and store nothing."""
+    def put_stream(
+        self, key: str, src: BinaryIO | Iterable[bytes], *, if_absent: bool = False
+    ) -> ObjectInfo:
+        """Store src under key atomically; exceptions from src propagate and store nothing.
+        if_absent: create-if-absent, ObjectExists (and nothing stored) when key exists."""
 
-    def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
-        return self.put_stream(key, [data])
+    def put_bytes(self, key: str, data: bytes, *, if_absent: bool = False) -> ObjectInfo:
+        return self.put_stream(key, [data], if_absent=if_absent)
 
     @abstractmethod
     def open_read(self, key: str) -> BinaryIO:
@@ -128,6 +155,14 @@ class Repository(ABC):
         with self.open_read(key) as handle:
             other.put_stream(key, handle)
 
+    @abstractmethod
+    def debris(self, older_than: float) -> list[Debris]:
+        """Leftovers of killed writers older than older_than seconds (never a finished object)."""
+
+    @abstractmethod
+    def remove_debris(self, item: Debris) -> None:
+        """Remove one leftover that debris() reported."""
+
     def describe(self) -> str:
         return self.url
 
@@ -141,18 +176,32 @@ class FileRepository(Repository):
         self.url = f"file://{root}"
 
     def _path(self, key: str) -> Path:
+        self._require_root()
         return self.root.joinpath(*check_key(key).split("/"))
+
+    def _require_root(self) -> None:
+        # A missing root is a wrong path or an unmounted volume, never "no backups" (or "WAL
+        # not archived", which would end a recovery early).
+        if not self.root.is_dir():
+            raise UsageError(
+                f"repository {self.url} does not exist or is not a directory: check the path "
+                "and that its volume is mounted (the first backup does not create it)"
+            )
 
     def _fail(self, action: str, key: str, exc: OSError) -> DbtierError:
         return DbtierError(f"cannot {action} {key} in {self.url}: {exc.strerror or exc}")
 
-    def put_stream(self, key: str, src: BinaryIO | Iterable[bytes]) -> ObjectInfo:
+    def put_stream(
+        self, key: str, src: BinaryIO | Iterable[bytes], *, if_absent: bool = False
+    ) -> ObjectInfo:
         path = self._path(key)
+        if if_absent and path.exists():
+            raise ObjectExists(f"object {key} already exists in {self.url}")
         digest = hashlib.sha256()
         size = 0
         for attempt in range(3):
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                _makedirs_durable(path.parent, self.root)
                 fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TMP_PREFIX}{path.name}.")
                 break
             except FileNotFoundError:
@@ -173,8 +222,16 @@ class FileRepository(Repository):
                     out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())  # the rename must not land before the data does
-            os.replace(tmp, path)
+            if if_absent:
+                # link() fails if the name exists: of two concurrent writers exactly one wins.
+                os.link(tmp, path)
+                os.unlink(tmp)
+            else:
+                os.replace(tmp, path)
             _fsync_dir(path.parent)
+        except FileExistsError:
+            Path(tmp).unlink(missing_ok=True)
+            raise ObjectExists(f"object {key} already exists in {self.url}") from None
         except BaseException as exc:
             Path(tmp).unlink(missing_ok=True)
             if isinstance(exc, OSError):
@@ -200,6 +257,7 @@ class FileRepository(Repository):
         return st.st_size if stat.S_ISREG(st.st_mode) else None
 
     def list(self, prefix: str) -> list[str]:
+        self._require_root()
         # Walk only the directory the prefix names ("backups/2026" walks backups/).
         directory = self.root.joinpath(*prefix.split("/")[:-1]) if "/" in prefix else self.root
         if not directory.is_dir():
@@ -230,12 +288,46 @@ class FileRepository(Repository):
                 break
             parent = parent.parent
 
-    def copy_to(self, other: Repository, key: str) -> None:
-        if isinstance(other, FileRepository):
-            with self.open_read(key) as handle:
-                other.put_stream(key, handle)
-            return
-        super().copy_to(other, key)
+    def debris(self, older_than: float) -> list[Debris]:
+        self._require_root()
+        now = time.time()
+        found = []
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                if not name.startswith(TMP_PREFIX):
+                    continue
+                path = Path(dirpath) / name
+                try:
+                    age = now - path.stat().st_mtime
+                except FileNotFoundError:
+                    continue  # its writer just finished or cleaned up
+                if age >= older_than:
+                    found.append(Debris("tmp-file", path.relative_to(self.root).as_posix(), age))
+        return sorted(found, key=lambda d: d.key)
+
+    def remove_debris(self, item: Debris) -> None:
+        path = self.root.joinpath(*item.key.split("/"))
+        if not path.name.startswith(TMP_PREFIX):
+            raise ValueError(f"not debris: {item.key}")
+        path.unlink(missing_ok=True)
+
+
+def _makedirs_durable(directory: Path, root: Path) -> None:
+    """mkdir -p, fsyncing each parent whose entry changed: a crash must not lose a directory
+    that a written (and fsynced) object lives in."""
+    missing = []
+    current = directory
+    while not current.is_dir():
+        missing.append(current)
+        if current == root or current.parent == current:
+            break
+        current = current.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue  # a concurrent writer made it
+        _fsync_dir(path.parent)
 
 
 def _umask() -> int:
@@ -258,13 +350,6 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _env(*names: str) -> str | None:
-    for name in names:
-        if os.environ.get(name):
-            return os.environ[name]
-    return None
-
-
 class _S3Reader:
     """Streaming body of a GET; a dropped connection resumes with a Range request."""
 
@@ -272,7 +357,7 @@ class _S3Reader:
         self._repo = repo
         self._key = key
         self._offset = 0
-        self._attempts = 0
+        self._resumes = 0
         resp = repo._call("GetObject", key, repo.client.get_object, Key=repo._full(key))
         self._etag = resp["ETag"]
         self._body = resp["Body"]
@@ -287,12 +372,13 @@ class _S3Reader:
                 self._offset += len(data)
                 return data
             except (BotoCoreError, HTTPError, OSError) as exc:
-                self._attempts += 1
-                if self._attempts >= PART_ATTEMPTS:
+                # botocore does not resume a streamed body: continue from our offset.
+                self._resumes += 1
+                if self._resumes > READ_RESUMES:
                     raise DbtierError(
-                        f"reading {self._key} from {self._repo.url} failed: {exc}"
+                        f"reading {self._key} from {self._repo.url} failed: {_reason(exc)}"
                     ) from None
-                time.sleep(min(2**self._attempts, 10) * 0.5)
+                time.sleep(0.5 * self._resumes)
                 self._reopen()
 
     def _reopen(self) -> None:
@@ -345,13 +431,13 @@ class S3Repository(Repository):
         self.part_size = part_size
         self.workers = max(1, workers)
         self.memory_budget = memory_budget
-        self.endpoint_url = endpoint_url or _env(
+        self.endpoint_url = endpoint_url or first_env(
             "DBTIER_AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"
         )
-        self.region = region or _env("AWS_DEFAULT_REGION", "AWS_REGION")
+        self.region = region or first_env("AWS_DEFAULT_REGION", "AWS_REGION")
         common: dict[str, Any] = {
-            "connect_timeout": 5,
-            "read_timeout": 60,
+            "connect_timeout": S3_CONNECT_TIMEOUT,
+            "read_timeout": S3_READ_TIMEOUT,
             # Custom endpoints (moto, MinIO, IP addresses) rarely resolve bucket subdomains.
             "s3": {"addressing_style": "path" if self.endpoint_url else "auto"},
         }
@@ -361,18 +447,18 @@ class S3Repository(Repository):
             endpoint_url=self.endpoint_url,
             region_name=self.region,
             config=Config(
-                retries={"max_attempts": 8, "mode": "adaptive"},
+                retries={"max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"},
                 max_pool_connections=16,
                 **common,
             ),
         )
-        # Eight adaptive retries of a refused connection take up to a minute; a reachability
-        # probe with few retries answers "cannot reach S3" in seconds instead.
+        # A reachability probe without retries answers "cannot reach S3" (or "does not
+        # answer") in seconds, before a backup starts streaming.
         self._probe_client = session.client(
             "s3",
             endpoint_url=self.endpoint_url,
             region_name=self.region,
-            config=Config(retries={"max_attempts": 2, "mode": "standard"}, **common),
+            config=Config(retries={"max_attempts": 1, "mode": "standard"}, **common),
         )
         self._probed = False
         self._probe_lock = threading.Lock()
@@ -422,7 +508,12 @@ class S3Repository(Repository):
             return exc
         if isinstance(exc, EndpointConnectionError | ConnectTimeoutError):
             return DbtierError(f"cannot reach S3 at {self.endpoint}: {_reason(exc)}")
-        if isinstance(exc, ReadTimeoutError | ConnectionClosedError):
+        if isinstance(exc, ReadTimeoutError):
+            return DbtierError(
+                f"S3 {action} {what} failed: no answer from {self.endpoint} within "
+                f"{S3_READ_TIMEOUT}s ({S3_MAX_ATTEMPTS} attempts): check the endpoint and network"
+            )
+        if isinstance(exc, ConnectionClosedError):
             return DbtierError(f"S3 {action} {what} failed: {_reason(exc)}")
         if isinstance(exc, NoCredentialsError):
             return UsageError("S3: no AWS credentials found (environment, profile or role)")
@@ -443,6 +534,8 @@ class S3Repository(Repository):
             code = _error_code(exc)
             if code in ("NoSuchKey", "404", "NotFound") and action == "GetObject":
                 raise ObjectNotFound(f"object {key} not found in {self.url}") from None
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                raise ObjectExists(f"object {key} already exists in {self.url}") from None
             raise self._translate(action, key, exc) from None
 
     def _extra(self) -> dict[str, str]:
@@ -450,19 +543,36 @@ class S3Repository(Repository):
 
     # -- writing ---------------------------------------------------------------------------
 
-    def put_stream(self, key: str, src: BinaryIO | Iterable[bytes]) -> ObjectInfo:
+    def put_stream(
+        self, key: str, src: BinaryIO | Iterable[bytes], *, if_absent: bool = False
+    ) -> ObjectInfo:
         full = self._full(key)
         self._probe()
         digest = hashlib.sha256()
         reader = _PartReader(src, digest)
         first = reader.take(part_size_for(1, self.part_size))
+        condition = {"IfNoneMatch": "*"} if if_absent else {}
         if not reader.eof:
-            return self._multipart(key, full, first, reader, digest)
-        self._call("PutObject", key, self.client.put_object, Key=full, Body=first, **self._extra())
+            return self._multipart(key, full, first, reader, digest, condition)
+        self._call(
+            "PutObject",
+            key,
+            self.client.put_object,
+            Key=full,
+            Body=first,
+            **condition,
+            **self._extra(),
+        )
         return ObjectInfo(key=key, size=len(first), sha256=digest.hexdigest())
 
     def _multipart(
-        self, key: str, full: str, first: bytes, reader: _PartReader, digest: Any
+        self,
+        key: str,
+        full: str,
+        first: bytes,
+        reader: _PartReader,
+        digest: Any,
+        condition: dict[str, str],
     ) -> ObjectInfo:
         upload_id = self._call(
             "CreateMultipartUpload",
@@ -495,6 +605,7 @@ class S3Repository(Repository):
                 Key=full,
                 UploadId=upload_id,
                 MultipartUpload={"Parts": parts},
+                **condition,
             )
         except BaseException as exc:
             uploader.cancel()
@@ -535,12 +646,6 @@ class S3Repository(Repository):
             raise err from None
         return int(head["ContentLength"])
 
-    def head(self, key: str) -> dict[str, Any] | None:
-        """Raw HeadObject response (StorageClass, ETag, ...), None if missing."""
-        if self.size(key) is None:
-            return None
-        return self._call("HeadObject", key, self.client.head_object, Key=self._full(key))
-
     def list(self, prefix: str) -> list[str]:
         full_prefix = f"{self.prefix}/{prefix}" if self.prefix else prefix
         keys: list[str] = []
@@ -573,6 +678,34 @@ class S3Repository(Repository):
                     f"S3 DeleteObjects in {self.url}: {len(errors)} keys not deleted, first "
                     f"{self._relative(first['Key'])}: {first.get('Code')}: {first.get('Message')}"
                 )
+
+    def debris(self, older_than: float) -> list[Debris]:
+        from datetime import UTC, datetime
+
+        uploads: list[Debris] = []
+        now = datetime.now(UTC)
+
+        def pages() -> None:
+            paginator = self.client.get_paginator("list_multipart_uploads")
+            prefix = f"{self.prefix}/" if self.prefix else ""
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for upload in page.get("Uploads", []):
+                    age = (now - upload["Initiated"]).total_seconds()
+                    if age >= older_than:
+                        key = self._relative(upload["Key"])
+                        uploads.append(Debris("multipart-upload", key, age, upload["UploadId"]))
+
+        self._call("ListMultipartUploads", "", lambda Bucket: pages())
+        return sorted(uploads, key=lambda d: d.key)
+
+    def remove_debris(self, item: Debris) -> None:
+        self._call(
+            "AbortMultipartUpload",
+            item.key,
+            self.client.abort_multipart_upload,
+            Key=self._full(item.key),
+            UploadId=item.handle,
+        )
 
     def copy_to(self, other: Repository, key: str) -> None:
         if not isinstance(other, S3Repository):
@@ -695,23 +828,17 @@ class _PartUploader:
 
     def _upload(self, number: int, data: bytes) -> str:
         repo = self.repo
-        for attempt in range(1, PART_ATTEMPTS + 1):
-            try:
-                resp = repo.client.upload_part(
-                    Bucket=repo.bucket,
-                    Key=self.full,
-                    UploadId=self.upload_id,
-                    PartNumber=number,
-                    Body=data,
-                )
-                return str(resp["ETag"])
-            except Exception as exc:
-                if self.cancelled.is_set() or attempt == PART_ATTEMPTS:
-                    raise repo._translate(f"UploadPart {number}", self.key, exc) from None
-                if _error_code(exc) in ("NoSuchUpload", "AccessDenied", "403", "InvalidArgument"):
-                    raise repo._translate(f"UploadPart {number}", self.key, exc) from None
-                time.sleep(min(0.5 * 2**attempt, 8))
-        raise AssertionError("unreachable")
+        try:  # botocore retries transient failures itself (S3_MAX_ATTEMPTS, with backoff)
+            resp = repo.client.upload_part(
+                Bucket=repo.bucket,
+                Key=self.full,
+                UploadId=self.upload_id,
+                PartNumber=number,
+                Body=data,
+            )
+        except Exception as exc:
+            raise repo._translate(f"UploadPart {number}", self.key, exc) from None
+        return str(resp["ETag"])
 
     def _stop_threads(self) -> None:
         for _ in self._threads:
@@ -787,7 +914,9 @@ def open_repository(
 
 
 __all__ = [
+    "Debris",
     "FileRepository",
+    "ObjectExists",
     "ObjectInfo",
     "ObjectNotFound",
     "Repository",

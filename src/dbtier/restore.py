@@ -27,11 +27,14 @@ from .pgcluster import SERVER_USER, LocalCluster, chown_to_server_user, free_por
 from .pgtools import Child, program, split_password
 from .pipeline import download_decrypted
 from .repository import Repository, open_repository
+from .store import Store
 
 RESTORE_SUFFIX = "__dbtier_restore"
 
 
-def _open(settings: Settings, ref: str) -> tuple[Repository, catalog.Manifest, str]:
+def _open(
+    settings: Settings, ref: str, provider: Any
+) -> tuple[Repository, catalog.Manifest, str]:
     """Resolve latest | id | <repository URL>/backups/<id> to (repository, manifest, id)."""
     if "://" in ref:
         url, backup_id = catalog.split_backup_url(ref)
@@ -39,7 +42,7 @@ def _open(settings: Settings, ref: str) -> tuple[Repository, catalog.Manifest, s
         url = settings.require("repository", "set BACKUP_REPOSITORY or pass a backup URL")
         backup_id = ref
     repo = open_repository(url, endpoint_url=settings.endpoint_url, region=settings.region)
-    manifest = catalog.find_backup(repo, backup_id, kinds=("logical", "safety"))
+    manifest = catalog.find_backup(repo, provider, backup_id, kinds=("logical", "safety"))
     return repo, manifest, manifest.id
 
 
@@ -143,7 +146,7 @@ def restore_logical(
     no_owner: bool = False,
 ) -> dict[str, Any]:
     provider = keys.from_settings(settings)
-    repo, manifest, backup_id = _open(settings, ref)
+    repo, manifest, backup_id = _open(settings, ref, provider)
     keys.unwrap_data_key(provider, manifest.encryption["data_key"])  # wrong key: fail now
     dsn = settings.dsn or db.resolve_dsn(None)
     target = target_db or manifest.database
@@ -271,8 +274,8 @@ def restore_logical(
 # --------------------------------------------------------------------------------- PITR
 
 
-def choose_base(repo: Repository, target: Any) -> catalog.Manifest:
-    bases = catalog.list_backups(repo, kind="base")
+def choose_base(repo: Repository, provider: Any, target: Any) -> catalog.Manifest:
+    bases = catalog.list_backups(repo, provider, kind="base")
     if not bases:
         raise UsageError(
             f"no base backup in {repo.describe()}: PITR needs one (dbtier backup base)"
@@ -379,8 +382,8 @@ def restore_pitr(
     provider = keys.from_settings(settings)
     url = settings.require("repository", "set BACKUP_REPOSITORY or repository= in dbtier.toml")
     repo = open_repository(url, endpoint_url=settings.endpoint_url, region=settings.region)
-    base = choose_base(repo, target)
-    last = wal.last_archived(repo)
+    base = choose_base(repo, provider, target)
+    last = wal.last_archived(Store(repo=repo, provider=provider, settings=settings))
     if last is None:
         raise UsageError(f"no WAL archived in {repo.describe()}: PITR impossible")
     if catalog.parse_time(last[1]) < target:

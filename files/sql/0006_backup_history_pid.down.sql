@@ -1,0 +1,2 @@
+DROP INDEX IF EXISTS public.backup_history_running_idx;
+ALTER TABLE public.backup_history DROP COLUMN IF EXISTS pid;
