@@ -71,7 +71,7 @@ def chunk_bounds(blob: bytes, chunk_size: int) -> list[tuple[int, int]]:
 def test_round_trip(size: int) -> None:
     data = os.urandom(size)
     blob = encrypt(data)
-    assert blob[:8] == b"DBTIERE1"
+    assert blob[:8] == b"DBTIERE2"
     assert len(blob) == encrypted_size(size)
     assert decrypt(blob) == data
     assert decrypt(blob, read_size=7) == data[: len(data)]
@@ -203,10 +203,30 @@ def test_bad_header() -> None:
     with pytest.raises(IntegrityError, match="truncated"):
         decrypt(b"")
     with pytest.raises(IntegrityError, match="truncated"):
-        decrypt(b"DBTIERE1\x00")
-    huge = b"DBTIERE1" + struct.pack(">I", 1 << 31) + b"\x00" * 16
+        decrypt(b"DBTIERE2\x00")
+    huge = b"DBTIERE2" + struct.pack(">I", 1 << 31) + b"\x00" * 16
     with pytest.raises(IntegrityError, match="chunk size"):
         decrypt(huge)
+
+
+def test_stream_is_bound_to_its_object_key() -> None:
+    """An object copied over another one (same data key, other key) fails authentication."""
+    out = io.BytesIO()
+    with EncryptingWriter(out, KEY, SMALL, context=b"wal/000000010000000000000007.zst.enc") as w:
+        w.write(b"x" * 5000)
+    blob = out.getvalue()
+    good = DecryptingReader(io.BytesIO(blob), KEY, context=b"wal/000000010000000000000007.zst.enc")
+    assert good.readall() == b"x" * 5000
+    swapped = DecryptingReader(
+        io.BytesIO(blob), KEY, context=b"wal/000000010000000000000008.zst.enc"
+    )
+    with pytest.raises(IntegrityError, match="authentication failed at chunk 0"):
+        swapped.readall()
+
+
+def test_format_1_stream_is_refused_by_name() -> None:
+    with pytest.raises(IntegrityError, match="format 1"):
+        decrypt(b"DBTIERE1" + b"\x00" * 64)
 
 
 def test_wrong_data_key() -> None:

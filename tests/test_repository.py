@@ -174,6 +174,7 @@ def s3_repo(moto: MotoServer, s3: Any, **kwargs: Any) -> S3Repository:
 @pytest.fixture(params=["file", "s3"])
 def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Repository:
     if request.param == "file":
+        (tmp_path / "repo").mkdir()
         return open_repository(f"file://{tmp_path}/repo")
     moto = request.getfixturevalue("moto")
     return s3_repo(moto, request.getfixturevalue("s3"))
@@ -295,6 +296,8 @@ def test_upload_interrupted_mid_stream_leaves_no_object(repo: Repository) -> Non
 def test_copy_between_repositories(repo: Repository, tmp_path: Path) -> None:
     data = os.urandom(2 * MiB)
     repo.put_bytes("backups/b1/obj", data)
+    (tmp_path / "dr").mkdir()
+    (tmp_path / "back").mkdir()
     other = FileRepository(tmp_path / "dr")
     repo.copy_to(other, "backups/b1/obj")
     assert other.get_bytes("backups/b1/obj") == data
@@ -308,6 +311,7 @@ def test_copy_between_repositories(repo: Repository, tmp_path: Path) -> None:
 
 def test_file_repository_killed_writer_leaves_no_visible_key(tmp_path: Path) -> None:
     root = tmp_path / "repo"
+    root.mkdir()
     marker = tmp_path / "writing"
     script = textwrap.dedent(
         f"""
@@ -339,9 +343,16 @@ def test_file_repository_killed_writer_leaves_no_visible_key(tmp_path: Path) -> 
     assert len(leftovers) == 1 and leftovers[0].startswith(".tmp-dump.")
     assert repo.list("") == []
     assert not repo.exists("backups/b1/dump")
+    # cleanup's debris sweep finds it once older than its grace period, and only then
+    assert repo.debris(older_than=3600) == []
+    [item] = repo.debris(older_than=0)
+    assert item.what == "tmp-file" and item.key.startswith("backups/b1/.tmp-dump.")
+    repo.remove_debris(item)
+    assert not (root / "backups" / "b1").exists() or not any((root / "backups" / "b1").iterdir())
 
 
 def test_file_repository_prunes_empty_dirs(tmp_path: Path) -> None:
+    (tmp_path / "repo").mkdir()
     repo = FileRepository(tmp_path / "repo")
     repo.put_bytes("backups/b1/a", b"1")
     repo.put_bytes("backups/b2/a", b"2")
@@ -355,6 +366,63 @@ def test_file_repository_write_error_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "repo" / "backups").write_text("a file where a directory should be")
     with pytest.raises(DbtierError, match=r"^cannot write backups/b1/x in file://"):
         FileRepository(tmp_path / "repo").put_bytes("backups/b1/x", b"x")
+
+
+def test_missing_file_repository_is_an_error_not_an_empty_one(tmp_path: Path) -> None:
+    """An unmounted or mistyped path must never read as "no backups" or "WAL not archived"."""
+    repo = open_repository(f"file://{tmp_path}/nonexistent")
+    for action in (
+        lambda: repo.list("backups/"),
+        lambda: repo.exists("wal/x"),
+        lambda: repo.open_read("wal/x"),
+        lambda: repo.put_bytes("backups/b1/x", b"x"),
+    ):
+        with pytest.raises(UsageError, match="does not exist or is not a directory"):
+            action()
+    assert not (tmp_path / "nonexistent").exists()
+
+
+def test_new_directories_are_created_and_synced(tmp_path: Path) -> None:
+    (tmp_path / "repo").mkdir()
+    repo = FileRepository(tmp_path / "repo")
+    repo.put_bytes("backups/b1/deep/x", b"x")
+    assert (tmp_path / "repo" / "backups" / "b1" / "deep" / "x").read_bytes() == b"x"
+
+
+@pytest.mark.parametrize("backend", ["file", "s3"])
+def test_create_if_absent_has_exactly_one_winner(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Concurrent create-if-absent writers of one key, for real: one wins, the rest get
+    ObjectExists, and the stored object is the winner's, whole."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dbtier.repository import ObjectExists
+
+    if backend == "file":
+        (tmp_path / "repo").mkdir()
+        repo: Repository = FileRepository(tmp_path / "repo")
+    else:
+        repo = s3_repo(request.getfixturevalue("moto"), request.getfixturevalue("s3"))
+    for round_ in range(10):
+        key = f"wal/race-{round_}"
+        payloads = [bytes([i]) * (MiB + i) for i in range(6)]
+
+        def write(data: bytes, key: str = key) -> bytes | None:
+            try:
+                repo.put_bytes(key, data, if_absent=True)
+            except ObjectExists:
+                return None
+            return data
+
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            winners = [w for w in pool.map(write, payloads) if w is not None]
+        assert len(winners) == 1, f"round {round_}: {len(winners)} writers won"
+        assert repo.get_bytes(key) == winners[0]
+    with pytest.raises(ObjectExists):
+        repo.put_bytes("wal/race-0", b"late", if_absent=True)
+    repo.put_bytes("wal/race-0", b"overwrite")  # plain writes still replace
+    assert repo.get_bytes("wal/race-0") == b"overwrite"
 
 
 # -- S3 specifics --------------------------------------------------------------------------
@@ -479,3 +547,97 @@ def test_file_objects_get_the_umask_mode(tmp_path: Path) -> None:
         repository._UMASK = None
     mode = (tmp_path / "wal" / "000000010000000000000001.json").stat().st_mode & 0o777
     assert mode == 0o660
+
+
+class BlackholeProxy:
+    """TCP proxy to a real endpoint that, once cut, keeps every connection open and silent:
+    the network failure where an endpoint accepts and never answers."""
+
+    def __init__(self, upstream_port: int) -> None:
+        import socket
+        import threading
+
+        self.upstream_port = upstream_port
+        self.cut = threading.Event()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self._held: list[Any] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            self._held.append(client)
+            if self.cut.is_set():
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            self._held.append(upstream)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: Any, dst: Any) -> None:
+        while not self.cut.is_set():
+            try:
+                data = src.recv(65536)
+            except OSError:
+                return
+            if not data or self.cut.is_set():
+                return  # once cut, the bytes vanish and the peer waits forever
+            try:
+                dst.sendall(data)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.server.close()
+        for sock in self._held:
+            sock.close()
+
+
+def test_s3_endpoint_that_never_answers_fails_within_bounds(
+    moto: MotoServer, s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dbtier import repository
+
+    monkeypatch.setattr(repository, "S3_READ_TIMEOUT", 2)  # the real defaults: 20 s x 4
+    bucket = new_bucket(s3)
+    proxy = BlackholeProxy(int(moto.url.rsplit(":", 1)[1]))
+    try:
+        silent = BlackholeProxy(int(moto.url.rsplit(":", 1)[1]))
+        silent.cut.set()
+        repo = open_repository(
+            f"s3://{bucket}/p", endpoint_url=f"http://127.0.0.1:{silent.port}", region="us-east-1"
+        )
+        started = time.monotonic()
+        with pytest.raises(DbtierError, match="no answer from .* within 2s"):
+            repo.list("")
+        assert time.monotonic() - started < 15
+        silent.close()
+
+        # a line cut in the middle of a multipart upload is noticed in bounded time too
+        repo = open_repository(
+            f"s3://{bucket}/p",
+            endpoint_url=f"http://127.0.0.1:{proxy.port}",
+            region="us-east-1",
+            part_size=5 * MiB,
+        )
+        assert repo.list("") == []
+
+        def source() -> Iterator[bytes]:
+            yield os.urandom(6 * MiB)
+            proxy.cut.set()
+            yield os.urandom(6 * MiB)
+
+        started = time.monotonic()
+        with pytest.raises(DbtierError, match="backups/b1/dump"):
+            repo.put_stream("backups/b1/dump", source())
+        assert time.monotonic() - started < 60
+    finally:
+        proxy.close()
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0

@@ -27,6 +27,7 @@ from urllib.parse import unquote, urlparse
 
 from .config import first_env
 from .errors import DbtierError, UsageError
+from .jobs import log
 
 READ_SIZE = 1 << 20
 TMP_PREFIX = ".tmp-"
@@ -48,7 +49,7 @@ DEFAULT_MEMORY_BUDGET = 256 << 20
 # instead of hanging. A streamed GET resumes from its offset this many times after a drop.
 S3_CONNECT_TIMEOUT = 5
 S3_READ_TIMEOUT = 20
-S3_MAX_ATTEMPTS = 4
+S3_MAX_ATTEMPTS = 3
 READ_RESUMES = 3
 
 
@@ -616,16 +617,15 @@ class S3Repository(Repository):
         return ObjectInfo(key=key, size=reader.total, sha256=digest.hexdigest())
 
     def _abort(self, full: str, upload_id: str) -> None:
-        # Best effort (S3 lifecycle AbortIncompleteMultipartUpload is the backstop): the
-        # original error is what the user must see.
-        for attempt in range(3):
-            try:
-                self.client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id)
-                return
-            except Exception as exc:
-                if _error_code(exc) == "NoSuchUpload":
-                    return
-                time.sleep(0.5 * (attempt + 1))
+        # One try without retries (the line may be what failed): the original error is what
+        # the user must see; `backup cleanup` and the bucket's AbortIncompleteMultipartUpload
+        # lifecycle rule remove an upload this could not abort.
+        try:
+            self._probe_client.abort_multipart_upload(
+                Bucket=self.bucket, Key=full, UploadId=upload_id
+            )
+        except Exception as exc:
+            log("repository.abort_failed", "warning", key=full, reason=_reason(exc))
 
     # -- reading and the rest -------------------------------------------------------------
 
