@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 import shutil
 import subprocess
 import sys
@@ -88,3 +89,22 @@ def fingerprints(dsn: str) -> dict[str, str]:
             ).fetchone()[0]
             for t in TABLES
         }
+
+
+WAL_PAGE_HEADER = struct.Struct("<HHIQI4xQII")  # XLogLongPageHeaderData
+SEGMENT_SIZE = 16 << 20
+
+
+def fake_segment(
+    directory: Path, name: str, *, sysid: int = 7300000000000000001, seed: bytes = b""
+) -> Path:
+    """A file shaped like a WAL segment (a real long page header for its name, 16 MiB) with
+    some random content, for archive tests that need no server."""
+    segno = int(name[8:16], 16) * 256 + int(name[16:24], 16)
+    header = WAL_PAGE_HEADER.pack(
+        0xD110, 0x0002, int(name[:8], 16), segno * SEGMENT_SIZE, 0, sysid, SEGMENT_SIZE, 8192
+    )
+    body = header + (seed or os.urandom(1 << 16))
+    path = directory / name
+    path.write_bytes(body + bytes(SEGMENT_SIZE - len(body)))
+    return path

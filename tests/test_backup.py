@@ -17,11 +17,19 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from dbtier import catalog, migrations, sampledata
+from dbtier import catalog, keys, migrations, sampledata
 from dbtier.pgcluster import LocalCluster, chown_to_server_user
 from dbtier.repository import FileRepository
 
-from .conftest import SERVER_DBTIER, SQL_DIR, TABLES, VENV_BIN, fingerprints, run_dbtier
+from .conftest import (
+    SERVER_DBTIER,
+    SQL_DIR,
+    TABLES,
+    VENV_BIN,
+    fake_segment,
+    fingerprints,
+    run_dbtier,
+)
 
 
 def shared_dir(prefix: str) -> Path:
@@ -84,6 +92,14 @@ def catalog_repo(store: dict) -> FileRepository:
     return FileRepository(store["repo"])
 
 
+def provider(store: dict) -> keys.KeyProvider:
+    return keys.load_key_provider(f"file:{store['key']}")
+
+
+def manifest_of(store: dict, backup_id: str) -> catalog.Manifest:
+    return catalog.read_manifest(catalog_repo(store), provider(store), backup_id)
+
+
 def dbname(dsn: str) -> str:
     return dsn.rsplit("/", 1)[1]
 
@@ -103,15 +119,13 @@ def test_logical_round_trip_is_identical_and_recorded(source_db: str, store: dic
     assert json.loads(verified.stdout)["toc_entries"] > 10
     deep = cli(store, "backup", "verify", "latest", "--deep", "--json")
     assert deep.returncode == 0, deep.stderr
-    manifest = json.loads(
-        (store["repo"] / "backups" / result["backup_id"] / "manifest.json").read_text()
-    )
+    manifest = manifest_of(store, result["backup_id"])
     counted = json.loads(deep.stdout)["row_counts"]
     assert counted == {
-        "tables": len(manifest["row_counts"]),
-        "rows": sum(manifest["row_counts"].values()),
+        "tables": len(manifest.row_counts),
+        "rows": sum(manifest.row_counts.values()),
     }
-    assert manifest["row_counts"]["public.scenario_logs"] == 1000
+    assert manifest.row_counts["public.scenario_logs"] == 1000
 
     target = f"{dbname(source_db)}_copy"
     restored = cli(store, "restore", "latest", "--target-db", target, "--json", dsn=source_db)
@@ -239,8 +253,7 @@ def test_wrong_or_missing_key_fails_before_writing(source_db: str, store: dict) 
 
 
 def test_wal_push_is_idempotent_and_refuses_different_content(store: dict) -> None:
-    segment = store["base"] / "000000010000000000000007"
-    segment.write_bytes(os.urandom(1024) * 64)
+    segment = fake_segment(store["base"], "000000010000000000000007")
     first = cli(store, "wal-push", str(segment))
     assert first.returncode == 0, first.stderr
     stored = store["repo"] / "wal" / "000000010000000000000007.zst.enc"
@@ -250,7 +263,7 @@ def test_wal_push_is_idempotent_and_refuses_different_content(store: dict) -> No
     assert again.returncode == 0 and "event=wal_push.exists" in again.stderr
     assert stored.stat().st_mtime_ns == mtime  # nothing uploaded
 
-    segment.write_bytes(os.urandom(1024) * 64)
+    fake_segment(store["base"], segment.name)  # same name, other content
     clash = cli(store, "wal-push", str(segment))
     assert clash.returncode == 1
     assert "already archived with different content" in clash.stderr
@@ -364,9 +377,7 @@ def test_pitr_restores_exactly_to_the_target_time(
 
     # retention keeps the only base backup and the WAL it needs, however old; only WAL from
     # before the base backup's start may go
-    base_manifest = catalog.Manifest.from_json(
-        (store["repo"] / "backups" / manifest["backup_id"] / "manifest.json").read_text(), "m"
-    )
+    base_manifest = manifest_of(store, manifest["backup_id"])
     archived_before = set(catalog.archived_wal(catalog_repo(store)))
     cleanup = json.loads(cli(store, "backup", "cleanup", "--days", "0", "--json").stdout)
     assert cleanup["deleted_backups"] == [] and manifest["backup_id"] in cleanup["kept"]
@@ -414,17 +425,15 @@ def test_pitr_with_a_missing_wal_segment_fails_clearly(
     target = datetime.now(UTC)
     time.sleep(1.2)
     wait_archived(dsn, switch_wal(dsn))
-    manifest = catalog.Manifest.from_json(
-        next(store["repo"].glob("backups/*-base/manifest.json")).read_text(), "m"
-    )
+    manifest = manifest_of(store, next(store["repo"].glob("backups/*-base")).name)
     # remove the first segment after the base backup's end
     stop = manifest.stop_wal_file
     following = sorted(
-        p for p in (store["repo"] / "wal").glob("*.json") if len(p.stem) == 24 and p.stem > stop
+        n for n in catalog.archived_wal(catalog_repo(store)) if len(n) == 24 and n > stop
     )
     assert following, "no WAL after the base backup was archived"
-    gone = following[0].stem
-    (store["repo"] / "wal" / f"{gone}.json").unlink()
+    gone = following[0]
+    (store["repo"] / "wal" / f"{gone}.zst.enc").unlink()
 
     datadir = shared_dir("dbtier-restored-") / "data"
     try:

@@ -90,14 +90,15 @@ def test_s3_kms_backup_dr_copy_and_restore_from_the_dr_bucket(
     assert result["dr"] == {"mode": "copied", "secondary": f"s3://{aws['dr']}/dbtier", "objects": 2}
 
     expected = [f"dbtier/backups/{backup_id}/dump.pgc.zst.enc",
-                f"dbtier/backups/{backup_id}/manifest.json"]  # fmt: skip
+                f"dbtier/backups/{backup_id}/manifest.json",
+                "dbtier/repository.json"]  # fmt: skip
     assert keys_of(aws["s3"], aws["primary"]) == expected
-    assert keys_of(aws["s3_dr"], aws["dr"]) == expected
+    assert keys_of(aws["s3_dr"], aws["dr"]) == expected  # the DR copy is bound to the key too
     head = aws["s3"].head_object(Bucket=aws["primary"], Key=expected[0])
     assert head.get("StorageClass") == "STANDARD_IA"
     manifest = json.loads(
         aws["s3"].get_object(Bucket=aws["primary"], Key=expected[1])["Body"].read()
-    )
+    )["body"]
     assert manifest["encryption"]["data_key"]["provider"] == "kms"
     assert manifest["objects"][0]["size"] == head["ContentLength"]
 
