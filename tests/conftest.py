@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import struct
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile

@@ -615,7 +615,7 @@ def test_s3_endpoint_that_never_answers_fails_within_bounds(
             f"s3://{bucket}/p", endpoint_url=f"http://127.0.0.1:{silent.port}", region="us-east-1"
         )
         started = time.monotonic()
-        with pytest.raises(DbtierError, match="no answer from .* within 2s"):
+        with pytest.raises(DbtierError, match=r"no answer from .* within 2s"):
             repo.list("")
         assert time.monotonic() - started < 15
         silent.close()

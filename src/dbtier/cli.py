@@ -202,8 +202,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     else:
         rows = maintenance.list_all(settings)
         header = (
-            f"{'ID':<32} {'KIND':<8} {'STATUS':<7} {'DATABASE':<12} {'STOPPED AT':<21} "
-            f"{'SIZE':>11}"
+            f"{'ID':<32} {'KIND':<8} {'STATUS':<7} {'DATABASE':<12} {'STOPPED AT':<21} {'SIZE':>11}"
         )
         text = [header] + [
             f"{r['id']:<32} {r['kind']:<8} {r['status']:<7} {r.get('database') or '-':<12} "

@@ -32,9 +32,7 @@ from .store import Store
 RESTORE_SUFFIX = "__dbtier_restore"
 
 
-def _open(
-    settings: Settings, ref: str, provider: Any
-) -> tuple[Repository, catalog.Manifest, str]:
+def _open(settings: Settings, ref: str, provider: Any) -> tuple[Repository, catalog.Manifest, str]:
     """Resolve latest | id | <repository URL>/backups/<id> to (repository, manifest, id)."""
     if "://" in ref:
         url, backup_id = catalog.split_backup_url(ref)
