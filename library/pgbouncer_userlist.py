@@ -1,5 +1,5 @@
 #!/usr/bin/python
-"""Ansible module: write PgBouncer's auth_file with SCRAM-SHA-256 verifiers, never plaintext."""
+"""Ansible module pgbouncer_userlist: a thin adapter over `dbtier.scram` and `dbtier.pgbouncer`."""
 
 from __future__ import annotations
 
@@ -93,10 +93,16 @@ options:
     type: int
     default: 10
 extends_documentation_fragment: [files]
-requirements: [psycopg2 or psycopg (3) on the host that connects to PostgreSQL]
+requirements:
+  - psycopg2 or psycopg (3) on the host that connects to PostgreSQL
+  - dbtier.scram and dbtier.pgbouncer (standard library only), which Ansible ships with the module
+    from the repository's C(src/) (C(module_utils = src) in its ansible.cfg), or dbtier installed
+    for the interpreter
 notes:
   - The computed salt is PBKDF2-HMAC-SHA256(password, "dbtier-scram-salt:" + user, iterations),
     so it costs as much to brute-force as the verifier itself and reveals nothing more.
+  - A thin adapter over C(dbtier.scram) (SASLprep, verifiers, stable salt) and C(dbtier.pgbouncer)
+    (userlist text, verifiers on the server).
 """
 
 EXAMPLES = r"""
@@ -150,191 +156,30 @@ server_updated:
   elements: str
 """
 
-import base64
-import hashlib
-import hmac
 import os
-import stringprep
+import sys
 import tempfile
-import unicodedata
 from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 
-SCRAM_PREFIX = "SCRAM-SHA-256$"
-SALT_LEN = 16  # what PostgreSQL uses
-HEADER = "; managed by Ansible (pgbouncer_userlist): SCRAM-SHA-256 verifiers only\n"
-
-
-class UserlistError(Exception):
-    """Bad input or a server answer the module cannot use; the message names the problem."""
-
-
-# --- pure functions (unit-tested in tests/test_pgbouncer_userlist.py) ---------------------------
-
-
-def saslprep(password: str) -> bytes:
-    """SASLprep (RFC 4013) as PostgreSQL applies it: on failure the raw UTF-8 bytes are used."""
-    if password.isascii():
-        # PostgreSQL skips normalization for pure ASCII (control characters included).
-        return password.encode()
-    chars = []
-    for ch in password:
-        if stringprep.in_table_c12(ch):  # non-ASCII space -> SPACE
-            chars.append(" ")
-        elif stringprep.in_table_b1(ch):  # commonly mapped to nothing
-            continue
-        else:
-            chars.append(ch)
-    norm = unicodedata.normalize("NFKC", "".join(chars))
-    if not norm:
-        return password.encode()
-    prohibited = (
-        stringprep.in_table_c12,
-        stringprep.in_table_c21,
-        stringprep.in_table_c22,
-        stringprep.in_table_c3,
-        stringprep.in_table_c4,
-        stringprep.in_table_c5,
-        stringprep.in_table_c6,
-        stringprep.in_table_c7,
-        stringprep.in_table_c8,
-        stringprep.in_table_c9,
-    )
-    if any(table(ch) for ch in norm for table in prohibited):
-        return password.encode()
-    has_ral = any(stringprep.in_table_d1(ch) for ch in norm)
-    if has_ral and (
-        any(stringprep.in_table_d2(ch) for ch in norm)
-        or not stringprep.in_table_d1(norm[0])
-        or not stringprep.in_table_d1(norm[-1])
-    ):
-        return password.encode()
-    if any(stringprep.in_table_a1(ch) for ch in norm):
-        return password.encode()
-    return norm.encode()
-
-
-def scram_sha256_verifier(password: str, salt: bytes, iterations: int = 4096) -> str:
-    """The verifier PostgreSQL stores for `password` with this salt and iteration count."""
-    if iterations < 1:
-        raise UserlistError(f"iterations must be positive, got {iterations}")
-    salted = hashlib.pbkdf2_hmac("sha256", saslprep(password), salt, iterations)
-    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
-    stored_key = hashlib.sha256(client_key).digest()
-    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
-
-    def b64(raw: bytes) -> str:
-        return base64.b64encode(raw).decode()
-
-    return f"{SCRAM_PREFIX}{iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
-
-
-def stable_salt(username: str, password: str, iterations: int = 4096) -> bytes:
-    """A salt that depends only on user and password, costing as much to attack as the verifier."""
-    return hashlib.pbkdf2_hmac(
-        "sha256", saslprep(password), b"dbtier-scram-salt:" + username.encode(), iterations
-    )[:SALT_LEN]
-
-
-def stable_verifier(username: str, password: str, iterations: int = 4096) -> str:
-    """The deterministic verifier for `username` / `password` (same inputs, same output)."""
-    if not password:
-        raise UserlistError(f"user {username!r}: empty password")
-    return scram_sha256_verifier(password, stable_salt(username, password, iterations), iterations)
-
-
-def parse_verifier(verifier: str) -> tuple[int, bytes, bytes, bytes]:
-    """(iterations, salt, stored_key, server_key); UserlistError when it is not a SCRAM verifier."""
-    if not isinstance(verifier, str) or not verifier.startswith(SCRAM_PREFIX):
-        raise UserlistError("not a SCRAM-SHA-256 verifier")
+# The logic lives in the dbtier package. Ansible ships dbtier.scram and dbtier.pgbouncer (standard
+# library only) with the module from the repository's src/ (module_utils = src in ansible.cfg), so
+# PgBouncer hosts need no dbtier installed; an interpreter that has dbtier installed also works.
+try:
+    from ansible.module_utils.dbtier import pgbouncer
+    from ansible.module_utils.dbtier.errors import DbtierError, first_line
+except ImportError:
     try:
-        head, keys = verifier[len(SCRAM_PREFIX) :].split("$", 1)
-        iters, salt = head.split(":", 1)
-        stored, server = keys.split(":", 1)
-        result = (
-            int(iters),
-            base64.b64decode(salt, validate=True),
-            base64.b64decode(stored, validate=True),
-            base64.b64decode(server, validate=True),
-        )
-    except (ValueError, TypeError) as exc:
-        raise UserlistError("malformed SCRAM-SHA-256 verifier") from exc
-    if result[0] < 1 or len(result[2]) != 32 or len(result[3]) != 32:
-        raise UserlistError("malformed SCRAM-SHA-256 verifier")
-    return result
+        from dbtier import pgbouncer
+        from dbtier.errors import DbtierError, first_line
+    except ImportError:
+        pgbouncer = None
 
-
-def verify_password(password: str, verifier: str) -> bool:
-    """True when `password` matches `verifier` (how a server checks a SCRAM secret)."""
-    iterations, salt, _, _ = parse_verifier(verifier)
-    return hmac.compare_digest(scram_sha256_verifier(password, salt, iterations), verifier)
-
-
-def _quote(value: str) -> str:
-    if any(ch in value for ch in "\n\r\0"):
-        raise UserlistError(f"user name {value!r} contains a line break or NUL")
-    return '"' + value.replace('"', '""') + '"'
-
-
-def render_userlist(entries: list[tuple[str, str]]) -> str:
-    """The auth_file text for (name, verifier) pairs; refuses anything but SCRAM verifiers."""
-    seen = set()
-    lines = [HEADER]
-    for name, verifier in entries:
-        if name in seen:
-            raise UserlistError(f"user {name!r} listed twice")
-        seen.add(name)
-        try:
-            parse_verifier(verifier)
-        except UserlistError as exc:
-            raise UserlistError(f"user {name!r}: {exc}") from None
-        lines.append(f"{_quote(name)} {_quote(verifier)}\n")
-    return "".join(lines)
-
-
-def parse_userlist(text: str) -> dict[str, str]:
-    """name -> secret for the lines of an existing auth_file (comments and blanks skipped)."""
-    result = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line.startswith('"'):
-            continue
-        fields, buf, i, inside = [], [], 0, False
-        while i < len(line):
-            ch = line[i]
-            if inside:
-                if ch == '"' and line[i + 1 : i + 2] == '"':
-                    buf.append('"')
-                    i += 1
-                elif ch == '"':
-                    fields.append("".join(buf))
-                    buf, inside = [], False
-                else:
-                    buf.append(ch)
-            elif ch == '"':
-                inside = True
-            i += 1
-        if len(fields) >= 2:
-            result[fields[0]] = fields[1]
-    return result
-
-
-def mask(text: str) -> str:
-    """Userlist text with each verifier replaced by a short fingerprint (for diffs and logs)."""
-    out = []
-    for line in text.splitlines(keepends=True):
-        parsed = parse_userlist(line)
-        if parsed:
-            ((name, secret),) = parsed.items()
-            digest = hashlib.sha256(secret.encode()).hexdigest()[:12]
-            out.append(f'{_quote(name)} "<SCRAM-SHA-256 verifier sha256:{digest}>"\n')
-        else:
-            out.append(line)
-    return "".join(out)
-
-
-# --- database access --------------------------------------------------------------------------
+MISSING_DBTIER = (
+    "pgbouncer_userlist needs the dbtier package (dbtier.pgbouncer, dbtier.scram): point Ansible's "
+    "module_utils at the dbtier repository's src/ (its ansible.cfg does) or install dbtier for {}"
+)
 
 
 def _connect(params: dict, user: str, password: str):
@@ -358,7 +203,7 @@ def _connect(params: dict, user: str, password: str):
         try:
             import psycopg
         except ImportError:
-            raise UserlistError(
+            raise DbtierError(
                 "neither psycopg2 nor psycopg is installed on the host running this module"
             ) from None
         conn = psycopg.connect(**kwargs)
@@ -366,81 +211,40 @@ def _connect(params: dict, user: str, password: str):
     return conn
 
 
-def read_server_verifiers(params: dict, names: list[str]) -> dict[str, str]:
+def build_entries(params: dict) -> list[tuple[str, str]]:
+    names = [u["name"] for u in params["users"]]
+    if not names:
+        raise DbtierError("users: at least one user is required")
+    if params["source"] != "server":
+        return pgbouncer.entries_from_users(params["users"], params["source"], params["iterations"])
     conn = _connect(params, params["login_user"], params["login_password"])
     try:
-        cur = conn.cursor()
-        cur.execute(
-            "SELECT rolname, rolpassword FROM pg_catalog.pg_authid WHERE rolname = ANY(%s)",
-            (list(names),),
-        )
-        found = dict(cur.fetchall())
+        verifiers = pgbouncer.read_server_verifiers(conn, names)
     finally:
         conn.close()
-    missing = [n for n in names if n not in found]
-    if missing:
-        raise UserlistError(f"role(s) not found on the server: {', '.join(missing)}")
-    for name in names:
-        secret = found[name]
-        if not secret or not secret.startswith(SCRAM_PREFIX):
-            kind = "no password" if not secret else "a non-SCRAM (md5?) password"
-            raise UserlistError(
-                f"role {name!r} has {kind} on the server; set password_encryption=scram-sha-256 "
-                "and reset its password"
-            )
-    return {n: found[n] for n in names}
+    return [(n, verifiers[n]) for n in names]
 
 
-def set_server_verifier(params: dict, name: str, password: str, verifier: str) -> None:
+def set_on_server(params: dict, name: str, password: str, verifier: str) -> None:
+    # Without login_user each role connects as itself (a role may change its own password).
     login_user = params["login_user"] or name
     login_password = params["login_password"] if params["login_user"] else password
     conn = _connect(params, login_user, login_password)
     try:
-        cur = conn.cursor()
-        # The verifier is a literal PostgreSQL recognises as pre-hashed; quote_ident for the name.
-        cur.execute(
-            "SELECT pg_catalog.quote_ident(%s), pg_catalog.quote_literal(%s)", (name, verifier)
-        )
-        ident, literal = cur.fetchone()
-        cur.execute(f"ALTER ROLE {ident} PASSWORD {literal}")
+        pgbouncer.set_server_verifier(conn, name, verifier)
     finally:
         conn.close()
 
 
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-# --- the module -------------------------------------------------------------------------------
-
-
-def build_entries(module: AnsibleModule) -> list[tuple[str, str]]:
-    params = module.params
-    users = params["users"]
-    names = [u["name"] for u in users]
-    if not names:
-        raise UserlistError("users: at least one user is required")
-    source = params["source"]
-    if source == "server":
-        verifiers = read_server_verifiers(params, names)
-        return [(n, verifiers[n]) for n in names]
-    entries = []
-    for user in users:
-        if source == "password":
-            if not user.get("password"):
-                raise UserlistError(f"users: {user['name']!r} has no password (source=password)")
-            entries.append(
-                (
-                    user["name"],
-                    stable_verifier(user["name"], user["password"], params["iterations"]),
-                )
-            )
-        else:
-            if not user.get("verifier"):
-                raise UserlistError(f"users: {user['name']!r} has no verifier (source=verifier)")
-            entries.append((user["name"], user["verifier"]))
-    return entries
+def write_atomically(module: AnsibleModule, path: str, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".userlist.", dir=str(Path(path).parent))
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        Path(tmp).chmod(0o600)
+        module.atomic_move(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def run_module() -> None:
@@ -476,13 +280,15 @@ def run_module() -> None:
         add_file_common_args=True,
         supports_check_mode=True,
     )
+    if pgbouncer is None:
+        module.fail_json(msg=MISSING_DBTIER.format(sys.executable))
     params = module.params
     if params["set_on_server"] and params["source"] != "password":
         module.fail_json(msg="set_on_server: only meaningful with source=password")
     try:
-        entries = build_entries(module)
-        new_text = render_userlist(entries)
-    except UserlistError as exc:
+        entries = build_entries(params)
+        new_text = pgbouncer.render_userlist(entries)
+    except DbtierError as exc:
         module.fail_json(msg=str(exc))
     except Exception as exc:  # driver errors: one line, no traceback, no secrets
         module.fail_json(msg=f"PostgreSQL: {first_line(exc)}")
@@ -493,22 +299,22 @@ def run_module() -> None:
         result["users"] = [{"name": n, "verifier": v} for n, v in entries]
         module.exit_json(**result)
 
-    old_text = ""
-    if Path(path).exists():
-        old_text = Path(path).read_text()
-    old_entries = parse_userlist(old_text)
+    old_text = Path(path).read_text() if Path(path).exists() else ""
 
     if params["set_on_server"]:
         passwords = {u["name"]: u["password"] for u in params["users"]}
-        for name, verifier in entries:
-            if params["force_set_on_server"] or old_entries.get(name) != verifier:
-                if not module.check_mode:
-                    try:
-                        set_server_verifier(params, name, passwords[name], verifier)
-                    except Exception as exc:
-                        module.fail_json(msg=f"ALTER ROLE {name}: {first_line(exc)}")
-                result["server_updated"].append(name)
-                result["changed"] = True
+        verifiers = dict(entries)
+        old_entries = pgbouncer.parse_userlist(old_text)
+        for name in pgbouncer.servers_to_update(
+            entries, old_entries, params["force_set_on_server"]
+        ):
+            if not module.check_mode:
+                try:
+                    set_on_server(params, name, passwords[name], verifiers[name])
+                except Exception as exc:
+                    module.fail_json(msg=f"ALTER ROLE {name}: {first_line(exc)}")
+            result["server_updated"].append(name)
+            result["changed"] = True
 
     if old_text != new_text:
         result["changed"] = True
@@ -516,19 +322,11 @@ def run_module() -> None:
             result["diff"] = {
                 "before_header": path,
                 "after_header": path,
-                "before": mask(old_text),
-                "after": mask(new_text),
+                "before": pgbouncer.mask(old_text),
+                "after": pgbouncer.mask(new_text),
             }
         if not module.check_mode:
-            directory = str(Path(path).parent)
-            fd, tmp = tempfile.mkstemp(prefix=".userlist.", dir=directory)
-            try:
-                with os.fdopen(fd, "w") as fh:
-                    fh.write(new_text)
-                Path(tmp).chmod(0o600)
-                module.atomic_move(tmp, path)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
+            write_atomically(module, path, new_text)
 
     file_args = module.load_file_common_arguments(params)
     if not module.check_mode or Path(path).exists():

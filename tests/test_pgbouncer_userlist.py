@@ -1,9 +1,9 @@
-"""pgbouncer_userlist: SCRAM verifiers (pure functions), the module through ansible-playbook, the
-pgbouncer role's argument specs, and a real PgBouncer authenticating clients with the userlist."""
+"""pgbouncer_userlist: SCRAM verifiers and the userlist (dbtier.scram, dbtier.pgbouncer), the
+module through ansible-playbook (with dbtier shipped as module_utils), the pgbouncer role's
+argument specs, and a real PgBouncer authenticating clients with the userlist."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -18,18 +18,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from dbtier import pgbouncer, scram
+from dbtier.errors import UsageError
 from dbtier.pgcluster import LocalCluster, chown_to_server_user, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 CHECK_CONFIG = ROOT / "ansible/roles/pgbouncer/files/pgbouncer-check-config"
-
-_spec = importlib.util.spec_from_file_location(
-    "pgbouncer_userlist", ROOT / "library/pgbouncer_userlist.py"
-)
-ul = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ul)
 
 # Verifiers PostgreSQL 15 itself stored (CREATE ROLE ... PASSWORD with password_encryption scram).
 PG_VECTORS = [
@@ -56,33 +52,50 @@ PG_VECTORS = [
 
 @pytest.mark.parametrize(("password", "verifier"), PG_VECTORS)
 def test_verifier_matches_what_postgresql_computed(password, verifier):
-    iterations, salt, _, _ = ul.parse_verifier(verifier)
-    assert ul.scram_sha256_verifier(password, salt, iterations) == verifier
-    assert ul.verify_password(password, verifier)
-    assert not ul.verify_password(password + "x", verifier)
+    iterations, salt, _, _ = scram.parse_verifier(verifier)
+    assert scram.compute_verifier(password, salt, iterations) == verifier
+    assert scram.verify_password(password, verifier)
+    assert not scram.verify_password(password + "x", verifier)
 
 
 def test_saslprep_maps_soft_hyphen_to_nothing():
-    assert ul.verify_password("IX", PG_VECTORS[2][1])
-    assert ul.saslprep("I\u00adX") == b"IX"
-    assert ul.saslprep("plain ascii\x07") == b"plain ascii\x07"
+    assert scram.verify_password("IX", PG_VECTORS[2][1])
+    assert scram.saslprep("I\u00adX") == b"IX"
+    assert scram.saslprep("plain ascii\x07") == b"plain ascii\x07"
+
+
+def test_saslprep_falls_back_to_the_raw_bytes_like_postgresql():
+    # Where RFC 4013 prohibits the result PostgreSQL hashes the UTF-8 bytes as they are (scramp,
+    # by contrast, raises): a bidi string mixing R/AL and L characters, a private-use character.
+    for password in ("a\u0627", "x\ue000"):
+        assert scram.saslprep(password) == password.encode()
+    # NFKC folds full-width letters; non-ASCII spaces become SPACE.
+    assert scram.saslprep("\uff21\u00a0b") == b"A b"
+
+
+def test_few_iterations_are_allowed_but_not_zero():
+    verifier = scram.compute_verifier("pw", b"0123456789abcdef", 1)
+    assert verifier.startswith("SCRAM-SHA-256$1:")
+    assert scram.verify_password("pw", verifier)
+    with pytest.raises(UsageError, match="iterations must be positive"):
+        scram.compute_verifier("pw", b"0123456789abcdef", 0)
 
 
 def test_stable_verifier_is_deterministic_and_valid():
-    first = ul.stable_verifier("mockupaws_app", "s3cret")
-    assert first == ul.stable_verifier("mockupaws_app", "s3cret")
+    first = scram.stable_verifier("mockupaws_app", "s3cret")
+    assert first == scram.stable_verifier("mockupaws_app", "s3cret")
     assert first.startswith("SCRAM-SHA-256$4096:")
-    assert ul.verify_password("s3cret", first)
+    assert scram.verify_password("s3cret", first)
     # The salt depends on user and password, so equal passwords of two users differ.
-    assert first != ul.stable_verifier("mockupaws_owner", "s3cret")
-    assert first != ul.stable_verifier("mockupaws_app", "s3cret2")
-    assert len(ul.parse_verifier(first)[1]) == 16
-    assert ul.stable_verifier("u", "pw", iterations=10000).startswith("SCRAM-SHA-256$10000:")
+    assert first != scram.stable_verifier("mockupaws_owner", "s3cret")
+    assert first != scram.stable_verifier("mockupaws_app", "s3cret2")
+    assert len(scram.parse_verifier(first)[1]) == 16
+    assert scram.stable_verifier("u", "pw", iterations=10000).startswith("SCRAM-SHA-256$10000:")
 
 
 def test_empty_password_is_refused():
-    with pytest.raises(ul.UserlistError, match="'u': empty password"):
-        ul.stable_verifier("u", "")
+    with pytest.raises(UsageError, match="'u': empty password"):
+        scram.stable_verifier("u", "")
 
 
 @pytest.mark.parametrize(
@@ -90,35 +103,57 @@ def test_empty_password_is_refused():
     ["plaintext", "md5" + "0" * 32, "SCRAM-SHA-256$4096:bad", "SCRAM-SHA-256$x:AA==$AA==:AA=="],
 )
 def test_render_refuses_anything_but_scram(secret):
-    with pytest.raises(ul.UserlistError, match="user 'app'"):
-        ul.render_userlist([("app", secret)])
+    with pytest.raises(UsageError, match="user 'app'"):
+        pgbouncer.render_userlist([("app", secret)])
 
 
 def test_render_quotes_and_round_trips():
-    verifier = ul.stable_verifier('we"ird', "pw")
-    text = ul.render_userlist([('we"ird', verifier), ("app", PG_VECTORS[0][1])])
+    verifier = scram.stable_verifier('we"ird', "pw")
+    text = pgbouncer.render_userlist([('we"ird', verifier), ("app", PG_VECTORS[0][1])])
     assert '"we""ird" "SCRAM-SHA-256$' in text
     assert text.startswith(";")
-    assert ul.parse_userlist(text) == {'we"ird': verifier, "app": PG_VECTORS[0][1]}
-    with pytest.raises(ul.UserlistError, match="listed twice"):
-        ul.render_userlist([("app", verifier), ("app", verifier)])
+    assert pgbouncer.parse_userlist(text) == {'we"ird': verifier, "app": PG_VECTORS[0][1]}
+    with pytest.raises(UsageError, match="listed twice"):
+        pgbouncer.render_userlist([("app", verifier), ("app", verifier)])
 
 
 def test_mask_hides_verifiers():
-    text = ul.render_userlist([("app", PG_VECTORS[0][1])])
-    masked = ul.mask(text)
+    text = pgbouncer.render_userlist([("app", PG_VECTORS[0][1])])
+    masked = pgbouncer.mask(text)
     assert "SCRAM-SHA-256$4096" not in masked
     assert '"app" "<SCRAM-SHA-256 verifier sha256:' in masked
+
+
+def test_entries_from_users():
+    users = [{"name": "app", "password": "pw"}, {"name": "owner", "password": "pw2"}]
+    assert pgbouncer.entries_from_users(users, "password") == [
+        ("app", scram.stable_verifier("app", "pw")),
+        ("owner", scram.stable_verifier("owner", "pw2")),
+    ]
+    given = [{"name": "app", "verifier": PG_VECTORS[0][1]}]
+    assert pgbouncer.entries_from_users(given, "verifier") == [("app", PG_VECTORS[0][1])]
+    with pytest.raises(UsageError, match="'app' has no verifier"):
+        pgbouncer.entries_from_users([{"name": "app", "password": "pw"}], "verifier")
+
+
+def test_servers_to_update_only_changed_lines_unless_forced():
+    entries = [("app", "v1"), ("owner", "v2")]
+    assert pgbouncer.servers_to_update(entries, {"app": "v1", "owner": "old"}) == ["owner"]
+    assert pgbouncer.servers_to_update(entries, {}) == ["app", "owner"]
+    assert pgbouncer.servers_to_update(entries, dict(entries)) == []
+    assert pgbouncer.servers_to_update(entries, dict(entries), force=True) == ["app", "owner"]
 
 
 # --- helpers for the module and role tests ------------------------------------------------------
 
 
-def ansible_playbook(playbook: str, tmp_path: Path, *args: str, check: bool = False):
+def ansible_playbook(
+    playbook: str, tmp_path: Path, *args: str, check: bool = False, env: dict | None = None
+):
     book = tmp_path / "play.yml"
     book.write_text(playbook)
     env = {
-        **os.environ,
+        **(os.environ if env is None else env),
         "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
         "ANSIBLE_ROLES_PATH": str(ROOT / "ansible/roles"),
         "ANSIBLE_LIBRARY": str(ROOT / "library"),
@@ -138,14 +173,14 @@ def task_results(proc) -> list[dict]:
     return [task["hosts"]["localhost"] for play in data["plays"] for task in play["tasks"]]
 
 
-def module_play(args: dict) -> str:
+def module_play(args: dict, python: str = sys.executable) -> str:
     return json.dumps(
         [
             {
                 "hosts": "localhost",
                 "connection": "local",
                 "gather_facts": False,
-                "vars": {"ansible_python_interpreter": sys.executable},
+                "vars": {"ansible_python_interpreter": python},
                 "tasks": [{"name": "userlist", "pgbouncer_userlist": args}],
             }
         ]
@@ -182,9 +217,9 @@ def test_module_check_mode_diff_write_and_idempotence(tmp_path):
     text = path.read_text()
     assert "pw-one" not in text
     assert "pw-two" not in text
-    assert ul.parse_userlist(text) == {
-        "app": ul.stable_verifier("app", "pw-one"),
-        "owner": ul.stable_verifier("owner", "pw-two"),
+    assert pgbouncer.parse_userlist(text) == {
+        "app": scram.stable_verifier("app", "pw-one"),
+        "owner": scram.stable_verifier("owner", "pw-two"),
     }
 
     proc = ansible_playbook(play, tmp_path)
@@ -213,6 +248,35 @@ def test_module_bad_input_names_the_problem(tmp_path):
     assert proc.returncode != 0
     assert "user 'app': not a SCRAM-SHA-256 verifier" in task_results(proc)[0]["msg"]
     assert not (tmp_path / "u.txt").exists()
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, as on a PgBouncer host: no dbtier installed
+
+
+@pytest.mark.ansible
+@pytest.mark.skipif(not Path(SYSTEM_PYTHON).exists(), reason="no system python3")
+def test_module_runs_where_dbtier_is_not_installed(tmp_path):
+    """Ansible ships dbtier.scram/pgbouncer with the module (module_utils = src); without them
+    the module fails with one line naming the package."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    probe = subprocess.run([SYSTEM_PYTHON, "-c", "import dbtier"], env=env, check=False)
+    assert probe.returncode != 0, "this test needs an interpreter without dbtier"
+    play = module_play(
+        {"source": "password", "users": [{"name": "app", "password": "pw"}]}, SYSTEM_PYTHON
+    )
+    proc = ansible_playbook(play, tmp_path, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (result,) = task_results(proc)
+    assert result["users"] == [{"name": "app", "verifier": scram.stable_verifier("app", "pw")}]
+
+    empty = tmp_path / "no-module-utils"
+    empty.mkdir()
+    proc = ansible_playbook(play, tmp_path, env={**env, "ANSIBLE_MODULE_UTILS": str(empty)})
+    assert proc.returncode != 0
+    msg = task_results(proc)[0]["msg"]
+    assert "\n" not in msg
+    assert "needs the dbtier package" in msg
+    assert f"install dbtier for {SYSTEM_PYTHON}" in msg
 
 
 # --- the role's argument specs --------------------------------------------------------------------
@@ -308,6 +372,28 @@ def scram_cluster() -> Iterator[LocalCluster]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+def test_server_verifiers_read_set_and_refused(scram_cluster):
+    verifier = scram.stable_verifier("srv_app", "srv-pw")
+    with psycopg.connect(scram_cluster.dsn(), autocommit=True) as conn:
+        for role in ("srv_app", "srv_md5", "srv_nopw"):
+            conn.execute(f"DROP ROLE IF EXISTS {role}")
+        conn.execute("CREATE ROLE srv_app LOGIN")
+        conn.execute("SET password_encryption = 'md5'")
+        conn.execute("CREATE ROLE srv_md5 LOGIN PASSWORD 'md5-pw'")
+        conn.execute("CREATE ROLE srv_nopw LOGIN")
+
+        pgbouncer.set_server_verifier(conn, "srv_app", verifier)
+        assert pgbouncer.read_server_verifiers(conn, ["srv_app"]) == {"srv_app": verifier}
+        with pytest.raises(UsageError, match="not a SCRAM-SHA-256 verifier"):
+            pgbouncer.set_server_verifier(conn, "srv_app", "plaintext")
+        with pytest.raises(UsageError, match="not found on the server: srv_missing"):
+            pgbouncer.read_server_verifiers(conn, ["srv_app", "srv_missing"])
+        with pytest.raises(UsageError, match="'srv_md5' has a non-SCRAM"):
+            pgbouncer.read_server_verifiers(conn, ["srv_md5"])
+        with pytest.raises(UsageError, match="'srv_nopw' has no password"):
+            pgbouncer.read_server_verifiers(conn, ["srv_nopw"])
+
+
 def _start_pgbouncer(workdir: Path, cluster: LocalCluster, userlist: Path) -> tuple[int, int]:
     port = free_port()
     ini = workdir / "pgbouncer.ini"
@@ -361,7 +447,7 @@ def test_real_pgbouncer_accepts_scram_with_the_generated_userlist(scram_cluster,
     proc = ansible_playbook(play, tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert task_results(proc)[0]["server_updated"] == ["rds_like_app"]
-    expected = ul.stable_verifier("rds_like_app", "app-pw")
+    expected = scram.stable_verifier("rds_like_app", "app-pw")
     with psycopg.connect(dsn) as conn:
         stored = conn.execute(
             "SELECT rolpassword FROM pg_authid WHERE rolname = 'rds_like_app'"

@@ -9,7 +9,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from .errors import Unreachable, UsageError
+from .errors import Unreachable, UsageError, first_line
 
 APPLICATION_NAME = "dbtier"
 
@@ -46,11 +46,6 @@ def connect(dsn: str | None = None, *, autocommit: bool = False) -> psycopg.Conn
     except psycopg.OperationalError as exc:
         raise Unreachable(f"cannot connect to {where}: {reason(exc)}") from None
     return conn
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def reason(exc: psycopg.OperationalError) -> str:

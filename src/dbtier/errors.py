@@ -37,3 +37,9 @@ class LockTimeout(DbtierError):
 
 class Unreachable(DbtierError):
     exit_code = EXIT_UNREACHABLE
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (driver errors span several), or its type."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
