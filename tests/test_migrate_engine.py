@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from dbtier import migrations
-from dbtier.errors import DriftError, UsageError
+from dbtier.errors import DbtierError, DriftError, UsageError
 
 from .conftest import VENV_BIN
 
@@ -85,6 +85,23 @@ def test_index_names_found_with_and_without_options() -> None:
         "create index idx_b on t (y);\n-- CREATE INDEX idx_commented ON t (z);\n"
     )
     assert migrations.index_names(text) == ["idx_a", "idx_b"]
+
+
+def test_index_refs_follow_postgresql_identifier_rules() -> None:
+    text = (
+        "CREATE INDEX CONCURRENTLY IDX_Foo ON Items (x);\n"
+        'CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS "IDX_Bar" ON "App" . "Orders" (y);\n'
+        'create index "say ""hi""."ON App.Items_2 USING btree (z);\n'
+        "CREATE INDEX ON only_unnamed (x);\n"
+        "CREATE INDEX CONCURRENTLY ON ONLY parted (x);\n"
+    )
+    assert migrations.index_refs(text) == [
+        migrations.IndexRef(name="idx_foo", schema=None, table="items"),
+        migrations.IndexRef(name="IDX_Bar", schema="App", table="Orders"),
+        migrations.IndexRef(name='say "hi".', schema="app", table="items_2"),
+    ]
+    # PostgreSQL truncates identifiers to 63 bytes
+    assert migrations.fold_identifier("A" * 70) == "a" * 63
 
 
 @pytest.mark.parametrize(
@@ -306,6 +323,59 @@ def test_invalid_index_from_failed_concurrent_build_is_rebuilt(
             "SELECT indisvalid FROM pg_index WHERE indexrelid = 'idx_t_x'::regclass"
         ).fetchone()[0]
     assert valid is True
+
+
+def test_invalid_mixed_case_indexes_are_matched_by_postgresql_rules(
+    database: str, tmp_path: Path
+) -> None:
+    path = write(
+        tmp_path / "sql",
+        {
+            "0001_t.up.sql": (
+                "CREATE TABLE t (x int, y int);\nINSERT INTO t VALUES (1, 1), (1, 1), (2, 2);"
+            ),
+            "0001_t.down.sql": "DROP TABLE t;",
+            "0002_unique.up.sql": (
+                "-- dbtier:no-transaction\n"
+                "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS IDX_Foo ON t (x);\n"
+                'CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS "IDX_Bar" ON public.T (y);\n'
+            ),
+            "0002_unique.down.sql": (
+                '-- dbtier:no-transaction\nDROP INDEX IDX_Foo;\nDROP INDEX "IDX_Bar";\n'
+            ),
+        },
+    )
+    migrations.migrate(database, path, target=1)
+    # Someone else's INVALID index whose name differs only in case: never ours to drop.
+    with (
+        psycopg.connect(database, autocommit=True) as conn,
+        pytest.raises(psycopg.errors.UniqueViolation),
+    ):
+        conn.execute('CREATE UNIQUE INDEX CONCURRENTLY "Idx_Foo" ON t (x)')
+
+    with pytest.raises(DbtierError, match="could not create unique index"):
+        migrations.migrate(database, path)  # idx_foo left INVALID
+    assert migrations.plan(database, path).rebuilt_indexes == ["public.idx_foo"]
+    with psycopg.connect(database) as conn:
+        conn.execute("DELETE FROM t WHERE ctid = (SELECT min(ctid) FROM t WHERE x = 1)")
+        conn.execute("INSERT INTO t VALUES (3, 2)")
+    with pytest.raises(DbtierError, match="could not create unique index"):
+        migrations.migrate(database, path)  # idx_foo rebuilt, "IDX_Bar" left INVALID
+    assert migrations.plan(database, path).rebuilt_indexes == ["public.IDX_Bar"]
+
+    with psycopg.connect(database) as conn:
+        conn.execute("DELETE FROM t WHERE x = 3")
+    result = migrations.migrate(database, path)
+    assert result.rebuilt_indexes == ["public.IDX_Bar"]
+    assert [s["version"] for s in result.steps] == [2]
+    with psycopg.connect(database) as conn:
+        valid = dict(
+            conn.execute(
+                "SELECT c.relname, i.indisvalid FROM pg_index i "
+                "JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname ILIKE 'idx_%'"
+            ).fetchall()
+        )
+    assert valid == {"idx_foo": True, "IDX_Bar": True, "Idx_Foo": False}
 
 
 def test_bad_input_gets_one_line_and_exit_code(database: str, tmp_path: Path, dbtier_cli) -> None:

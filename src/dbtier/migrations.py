@@ -30,11 +30,16 @@ from .errors import DbtierError, DriftError, LockTimeout, UsageError
 LEDGER_SCHEMA = "dbtier"
 NO_TRANSACTION_MARKER = "dbtier:no-transaction"
 FILE_RE = re.compile(r"^(?P<version>\d+)_(?P<name>[A-Za-z0-9_]+)\.(?P<direction>up|down)\.sql$")
+# An SQL identifier as PostgreSQL's lexer reads it: "quoted" ("" is a quote) or unquoted.
+IDENT = r'(?:"(?:[^"]|"")+"|[A-Za-z_\x80-\U0010ffff][A-Za-z0-9_$\x80-\U0010ffff]*)'
+IDENT_RE = re.compile(IDENT)
 CREATE_INDEX_RE = re.compile(
-    r"CREATE\s+(?:UNIQUE\s+)?INDEX\s+(?:CONCURRENTLY\s+)?(?:IF\s+NOT\s+EXISTS\s+)?"
-    r"(?P<name>[A-Za-z_][A-Za-z0-9_$]*)",
+    r"\bCREATE\s+(?:UNIQUE\s+)?INDEX\s+(?:CONCURRENTLY\s+)?(?:IF\s+NOT\s+EXISTS\s+)?"
+    rf"(?:(?P<name>{IDENT})\s*)?\bON\b\s*(?:ONLY\b\s*)?"
+    rf"(?P<table>{IDENT}(?:\s*\.\s*{IDENT})*)",
     re.IGNORECASE,
 )
+NAMEDATALEN = 64  # PostgreSQL keeps the first NAMEDATALEN - 1 bytes of an identifier
 # A signed 64-bit key for pg_try_advisory_lock, stable across versions of dbtier.
 LOCK_KEY = int.from_bytes(hashlib.sha256(b"dbtier.migrate").digest()[:8], "big", signed=True)
 
@@ -231,8 +236,40 @@ def split_statements(text: str) -> list[str]:
     return statements
 
 
+@dataclass(frozen=True)
+class IndexRef:
+    """An index a CREATE INDEX statement names, with its table (names as stored in pg_class)."""
+
+    name: str
+    schema: str | None  # None: the table is found through search_path
+    table: str
+
+
+def fold_identifier(token: str) -> str:
+    """The name PostgreSQL stores for an identifier token: "Quoted" exact, unquoted lower case."""
+    if token.startswith('"'):
+        name = token[1:-1].replace('""', '"')
+    else:
+        # The server lowers only ASCII letters in unquoted names (UTF-8 databases).
+        name = "".join(c.lower() if c.isascii() else c for c in token)
+    return name.encode()[: NAMEDATALEN - 1].decode("utf-8", "ignore")
+
+
+def index_refs(text: str) -> list[IndexRef]:
+    """The named indexes the file's CREATE INDEX statements build (unnamed ones are skipped)."""
+    refs = []
+    for m in CREATE_INDEX_RE.finditer(sqlparse.format(text, strip_comments=True)):
+        if m["name"] is None:
+            continue
+        # An index always lives in its table's schema: CREATE INDEX takes no schema for it.
+        parts = [fold_identifier(t) for t in IDENT_RE.findall(m["table"])]
+        schema = parts[-2] if len(parts) > 1 else None
+        refs.append(IndexRef(name=fold_identifier(m["name"]), schema=schema, table=parts[-1]))
+    return refs
+
+
 def index_names(text: str) -> list[str]:
-    return [m["name"] for m in CREATE_INDEX_RE.finditer(sqlparse.format(text, strip_comments=True))]
+    return [ref.name for ref in index_refs(text)]
 
 
 # --------------------------------------------------------------------------- ledger
@@ -340,6 +377,30 @@ def invalid_indexes(conn: psycopg.Connection) -> list[str]:
     return [r[0] for r in rows]
 
 
+def invalid_indexes_of(conn: psycopg.Connection, text: str) -> list[tuple[str, str]]:
+    """(schema, name) of the INVALID indexes that the file's CREATE INDEX statements build.
+
+    Matched as PostgreSQL resolves the statement: the index name exactly (after folding), on the
+    table the statement names, looked up through this session's search_path when unqualified.
+    """
+    found: list[tuple[str, str]] = []
+    for ref in index_refs(text):
+        table = sql.Identifier(*filter(None, [ref.schema, ref.table])).as_string(conn)
+        row = conn.execute(
+            """
+            SELECT n.nspname, c.relname
+            FROM pg_index i
+            JOIN pg_class c ON c.oid = i.indexrelid
+            JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE NOT i.indisvalid AND c.relname = %s AND i.indrelid = to_regclass(%s)
+            """,
+            (ref.name, table),
+        ).fetchone()
+        if row and row not in found:
+            found.append((row[0], row[1]))
+    return found
+
+
 def _resolve_target(migrations: list[Migration], target: int | None, direction: str) -> int:
     known = [m.version for m in migrations]
     if target is None:
@@ -419,18 +480,14 @@ def migration_lock(
 
 def _repair_invalid_indexes(conn: psycopg.Connection, m: Migration, report: Reporter) -> list[str]:
     """Drop INVALID indexes this migration creates, so that it builds them again."""
-    wanted = {name.lower() for name in index_names(m.up_sql)}
     dropped = []
-    for qualified in invalid_indexes(conn):
-        schema, name = qualified.split(".", 1)
-        if name.lower() in wanted:
-            report(f"index {qualified} is INVALID (an earlier build failed): dropping to rebuild")
-            conn.execute(
-                sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}.{}").format(
-                    sql.Identifier(schema), sql.Identifier(name)
-                )
-            )
-            dropped.append(qualified)
+    for schema, name in invalid_indexes_of(conn, m.up_sql):
+        qualified = f"{schema}.{name}"
+        report(f"index {qualified} is INVALID (an earlier build failed): dropping to rebuild")
+        conn.execute(
+            sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(schema, name))
+        )
+        dropped.append(qualified)
     return dropped
 
 
@@ -467,9 +524,9 @@ def _run_one(conn: psycopg.Connection, step: Step, report: Reporter) -> dict[str
             for statement in split_statements(text):
                 conn.execute(statement)
             if direction == "up":
-                bad = [i for i in invalid_indexes(conn) if i.split(".", 1)[1] in index_names(text)]
+                bad = invalid_indexes_of(conn, text)
                 if bad:
-                    raise DbtierError(f"index {bad[0]} is INVALID after the build")
+                    raise DbtierError(f"index {'.'.join(bad[0])} is INVALID after the build")
             write_record()
     except psycopg.Error as exc:
         error = db.first_line(exc)
@@ -539,12 +596,15 @@ def plan(
         if not allow_drift:
             raise_on_drift(check_drift(migrations, applied))
         steps = plan_steps(migrations, applied, direction, target)
-        invalid = invalid_indexes(conn)
+        rebuilt = [
+            f"{schema}.{name}"
+            for s in steps
+            if direction == "up" and not s.migration.up_transactional
+            for schema, name in invalid_indexes_of(conn, s.migration.up_sql)
+        ]
     result = RunResult(before_version=current_version(applied))
     result.steps = [s.as_dict() for s in steps]
-    if direction == "up":
-        wanted = {n for s in steps for n in index_names(s.migration.up_sql)}
-        result.rebuilt_indexes = [i for i in invalid if i.split(".", 1)[1] in wanted]
+    result.rebuilt_indexes = rebuilt
     versions = set(applied)
     for s in steps:
         if s.direction == "up":
