@@ -239,6 +239,43 @@ def test_applied_migration_whose_file_disappeared_is_drift(database: str, tmp_pa
         migrations.migrate(database, path)
 
 
+def test_file_added_below_the_applied_version_is_refused_unless_out_of_order(
+    database: str, tmp_path: Path, dbtier_cli
+) -> None:
+    path = write(tmp_path / "sql", {k: v for k, v in BASIC.items() if not k.startswith("0002")})
+    migrations.migrate(database, path)
+    write(
+        path,
+        {
+            **{k: v for k, v in BASIC.items() if k.startswith("0002")},
+            "0004_sizes.up.sql": "CREATE TABLE sizes (name text);",
+            "0004_sizes.down.sql": "DROP TABLE sizes;",
+        },
+    )
+    status = json.loads(
+        dbtier_cli("migrate", "status", "--json", "--dsn", database, "--path", str(path)).stdout
+    )
+    states = {r["version"]: r["state"] for r in status["migrations"]}
+    assert states == {1: "applied", 2: "out-of-order", 3: "applied", 4: "pending"}
+
+    for action in ("up", "plan"):
+        proc = dbtier_cli("migrate", action, "--dsn", database, "--path", str(path))
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "0002_items_index.up.sql" in lines[0], proc.stderr
+        assert "--out-of-order" in lines[0]
+    assert [r[0] for r in ledger(database)] == [1, 3]
+
+    plan = dbtier_cli(
+        "migrate", "plan", "--json", "--out-of-order", "--dsn", database, "--path", str(path)
+    )
+    assert [s["version"] for s in json.loads(plan.stdout)["steps"]] == [2, 4]
+    result = migrations.migrate(database, path, out_of_order=True)
+    assert [s["version"] for s in result.steps] == [2, 4]
+    assert [r[0] for r in ledger(database)] == [1, 2, 3, 4]
+    assert "idx_items_label" in tables(database)
+
+
 def test_concurrent_runs_apply_each_migration_once(database: str, tmp_path: Path) -> None:
     path = write(
         tmp_path / "sql",

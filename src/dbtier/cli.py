@@ -71,6 +71,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             args.action,
             args.target,
             allow_drift=args.allow_drift,
+            out_of_order=getattr(args, "out_of_order", False),
             lock_timeout=args.lock_timeout,
             ddl_lock_timeout=args.ddl_lock_timeout,
             report=report,
@@ -80,7 +81,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         )
     elif args.action == "plan":
         result = migrations.plan(
-            args.dsn, args.path, args.direction, args.target, allow_drift=args.allow_drift
+            args.dsn,
+            args.path,
+            args.direction,
+            args.target,
+            allow_drift=args.allow_drift,
+            out_of_order=args.out_of_order,
         )
         _emit(args, _result_payload(result, args.dsn), _steps_text("plan", result))
     elif args.action == "status":
@@ -109,6 +115,10 @@ def _status_text(state: dict[str, Any]) -> str:
             f"  {row['version']:<8} {row['state']:<13} {applied:<26} {took:>7}  {row['name']}"
         )
     lines += [f"  DRIFT: {problem}" for problem in state["drift"]]
+    lines += [
+        f"  OUT OF ORDER: {name} (renumber it, or 'dbtier migrate up --out-of-order')"
+        for name in state["out_of_order"]
+    ]
     lines += [f"  INVALID INDEX: {name}" for name in state["invalid_indexes"]]
     return "\n".join(lines)
 
@@ -323,7 +333,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="PostgreSQL lock_timeout for the migration session, e.g. 10s",
     )
-    up = mig_sub.add_parser("up", parents=[mig_common, locking], help="apply pending migrations")
+    out_of_order = argparse.ArgumentParser(add_help=False)
+    out_of_order.add_argument(
+        "--out-of-order",
+        action="store_true",
+        help="also apply files whose version is below the highest applied one (refused otherwise)",
+    )
+    up = mig_sub.add_parser(
+        "up", parents=[mig_common, locking, out_of_order], help="apply pending migrations"
+    )
     up.add_argument("--target", type=_version, help="stop at this version (default: latest)")
     down = mig_sub.add_parser(
         "down", parents=[mig_common, locking], help="revert applied migrations above --target"
@@ -334,7 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="revert down to this version (0 = everything)",
     )
-    pl = mig_sub.add_parser("plan", parents=[mig_common], help="what up/down would run")
+    pl = mig_sub.add_parser(
+        "plan", parents=[mig_common, out_of_order], help="what up/down would run"
+    )
     pl.add_argument("direction", nargs="?", choices=["up", "down"], default="up")
     pl.add_argument("--target", type=_version)
     mig_sub.add_parser(

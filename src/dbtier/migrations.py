@@ -413,15 +413,41 @@ def _resolve_target(migrations: list[Migration], target: int | None, direction: 
     raise UsageError(f"unknown migration version {target} (known: 0, {listed})")
 
 
+def out_of_order(migrations: list[Migration], applied: dict[int, LedgerRow]) -> list[Migration]:
+    """Files not applied whose version is below the highest applied one (added late)."""
+    top = current_version(applied)
+    return [m for m in migrations if m.version not in applied and m.version < top]
+
+
+def raise_on_out_of_order(steps: list[Step], applied: dict[int, LedgerRow]) -> None:
+    """Like Flyway's validate: a file slipped in below the applied version is not applied
+    silently, it may depend on (or conflict with) what later versions already changed."""
+    top = current_version(applied)
+    late = [s.migration.up_path.name for s in steps if s.migration.version < top]
+    if late:
+        raise UsageError(
+            f"{', '.join(late)} {'is' if len(late) == 1 else 'are'} below the applied version "
+            f"{top} but not applied (added out of order): renumber above the latest migration, "
+            "or apply deliberately with --out-of-order"
+        )
+
+
 def plan_steps(
     migrations: list[Migration],
     applied: dict[int, LedgerRow],
     direction: str,
     target: int | None,
+    *,
+    allow_out_of_order: bool = False,
 ) -> list[Step]:
     goal = _resolve_target(migrations, target, direction)
     if direction == "up":
-        return [Step("up", m) for m in migrations if m.version not in applied and m.version <= goal]
+        steps = [
+            Step("up", m) for m in migrations if m.version not in applied and m.version <= goal
+        ]
+        if not allow_out_of_order:
+            raise_on_out_of_order(steps, applied)
+        return steps  # in version order, out-of-order files included
     return [
         Step("down", m) for m in reversed(migrations) if m.version in applied and m.version > goal
     ]
@@ -554,11 +580,15 @@ def migrate(
     target: int | None = None,
     *,
     allow_drift: bool = False,
+    out_of_order: bool = False,
     lock_timeout: float = 60.0,
     ddl_lock_timeout: str | None = None,
     report: Reporter = _silent,
 ) -> RunResult:
-    """Apply (up) or revert (down) migrations up to `target`, under the advisory lock."""
+    """Apply (up) or revert (down) migrations up to `target`, under the advisory lock.
+
+    `out_of_order` applies files whose version is below the highest applied one (refused
+    otherwise)."""
     if direction not in ("up", "down"):
         raise UsageError(f"unknown direction {direction!r} (expected up or down)")
     migrations = load_migrations(directory)
@@ -571,8 +601,9 @@ def migrate(
         applied = read_ledger(conn)
         if not allow_drift:
             raise_on_drift(check_drift(migrations, applied))
+        steps = plan_steps(migrations, applied, direction, target, allow_out_of_order=out_of_order)
         result = RunResult(before_version=current_version(applied))
-        for step in plan_steps(migrations, applied, direction, target):
+        for step in steps:
             if direction == "up" and not step.migration.up_transactional:
                 result.rebuilt_indexes += _repair_invalid_indexes(conn, step.migration, report)
             result.steps.append(_run_one(conn, step, report))
@@ -587,6 +618,7 @@ def plan(
     target: int | None = None,
     *,
     allow_drift: bool = False,
+    out_of_order: bool = False,
 ) -> RunResult:
     """What `migrate` would do, without changing anything (the ledger is not even created)."""
     migrations = load_migrations(directory)
@@ -595,7 +627,7 @@ def plan(
         applied = read_ledger(conn)
         if not allow_drift:
             raise_on_drift(check_drift(migrations, applied))
-        steps = plan_steps(migrations, applied, direction, target)
+        steps = plan_steps(migrations, applied, direction, target, allow_out_of_order=out_of_order)
         rebuilt = [
             f"{schema}.{name}"
             for s in steps
@@ -623,12 +655,13 @@ def status(dsn: str | None, directory: str | Path) -> dict[str, Any]:
         invalid = invalid_indexes(conn)
         server = conn.info.parameter_status("server_version")
     drift = check_drift(migrations, applied)
+    late = {m.version for m in out_of_order(migrations, applied)}
     rows = []
     files = {m.version: m for m in migrations}
     for version in sorted(set(files) | set(applied)):
         m, row = files.get(version), applied.get(version)
         if row is None:
-            state = "pending"
+            state = "out-of-order" if version in late else "pending"
         elif m is None:
             state = "missing-file"
         elif m.checksum != row.checksum.strip():
@@ -653,6 +686,7 @@ def status(dsn: str | None, directory: str | Path) -> dict[str, Any]:
         "latest_version": max(files, default=0),
         "migrations": rows,
         "drift": drift,
+        "out_of_order": [files[v].up_path.name for v in sorted(late)],
         "invalid_indexes": invalid,
     }
 
