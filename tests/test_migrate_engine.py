@@ -225,7 +225,7 @@ def test_checksum_drift_is_an_error_until_repaired(
 
     # the documented override for one run, then the permanent fix
     assert migrations.migrate(database, path, allow_drift=True).steps == []
-    assert migrations.repair(database, path) == ["0001_items"]
+    assert migrations.repair(database, path).repaired == ["0001_items"]
     assert migrations.migrate(database, path).steps == []
     assert ledger(database)[0][2] == migrations.sha256_file(path / "0001_items.up.sql")
 
@@ -237,6 +237,56 @@ def test_applied_migration_whose_file_disappeared_is_drift(database: str, tmp_pa
     (path / "0003_colors.down.sql").unlink()
     with pytest.raises(DriftError, match="applied migration 0003_colors has no file any more"):
         migrations.migrate(database, path)
+
+
+def test_repair_forgets_a_deleted_file_only_when_named(
+    database: str, tmp_path: Path, dbtier_cli
+) -> None:
+    path = write(tmp_path / "sql", BASIC)
+    migrations.migrate(database, path)
+    checksum_3 = ledger(database)[2][2]
+    (path / "0003_colors.up.sql").unlink()
+    (path / "0003_colors.down.sql").unlink()
+    (path / "0001_items.up.sql").write_text(BASIC["0001_items.up.sql"] + "\n-- edited\n")
+    cli = ("--dsn", database, "--path", str(path))
+
+    up = dbtier_cli("migrate", "up", *cli)
+    assert up.returncode == 3
+    assert "'dbtier migrate repair --forget 3'" in up.stderr
+
+    # Plain repair accepts the edited file but never forgets a row on its own.
+    plain = dbtier_cli("migrate", "repair", "--json", *cli)
+    assert plain.returncode == 3, plain.stderr
+    assert json.loads(plain.stdout) == {
+        "repaired": ["0001_items"],
+        "forgotten": [],
+        "missing": ["0003_colors"],
+    }
+    assert [r[0] for r in ledger(database)] == [1, 2, 3]
+    for version, message in (("2", "0002_items_index.up.sql still exists"), ("9", "not applied")):
+        bad = dbtier_cli("migrate", "repair", "--forget", version, *cli)
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+    assert [r[0] for r in ledger(database)] == [1, 2, 3]
+
+    with psycopg.connect(database) as conn:  # a ledger created before 'forget' existed
+        conn.execute(
+            "ALTER TABLE dbtier.migration_history "
+            "DROP CONSTRAINT migration_history_direction_check, "
+            "ADD CONSTRAINT migration_history_direction_check "
+            "CHECK (direction IN ('up', 'down', 'repair'))"
+        )
+    forget = dbtier_cli("migrate", "repair", "--forget", "3", *cli)
+    assert forget.returncode == 0, forget.stderr
+    assert "forgot: 0003_colors" in forget.stdout
+    assert [r[0] for r in ledger(database)] == [1, 2]
+    assert "colors" in tables(database)  # forgetting a row reverts nothing
+    with psycopg.connect(database) as conn:
+        history = conn.execute(
+            "SELECT version, name, direction, checksum, success FROM dbtier.migration_history "
+            "WHERE direction = 'forget'"
+        ).fetchall()
+    assert history == [(3, "colors", "forget", checksum_3, True)]
+    assert migrations.migrate(database, path).steps == []
 
 
 def test_file_added_below_the_applied_version_is_refused_unless_out_of_order(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -95,11 +96,30 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         if state["drift"]:
             return 3
     elif args.action == "repair":
-        changed = migrations.repair(
-            args.dsn, args.path, lock_timeout=args.lock_timeout, report=report
+        fixed = migrations.repair(
+            args.dsn, args.path, forget=args.forget, lock_timeout=args.lock_timeout, report=report
         )
-        _emit(args, {"repaired": changed}, f"repaired: {', '.join(changed) or 'nothing'}")
+        _emit(args, dataclasses.asdict(fixed), _repair_text(fixed))
+        if fixed.missing:
+            return 3
     return EXIT_OK
+
+
+def _repair_text(fixed: migrations.RepairResult) -> str:
+    lines = [f"repaired: {', '.join(fixed.repaired) or 'nothing'}"]
+    if fixed.forgotten:
+        rows = "row" if len(fixed.forgotten) == 1 else "rows"
+        lines.append(
+            f"forgot: {', '.join(fixed.forgotten)} (ledger {rows} removed; what the migrations "
+            "created stays in the database)"
+        )
+    if fixed.missing:
+        versions = [int(label.split("_", 1)[0]) for label in fixed.missing]
+        lines.append(
+            f"still missing: {', '.join(fixed.missing)} (applied, file gone): restore the file, "
+            f"or if it was deleted on purpose: '{migrations.forget_command(versions)}'"
+        )
+    return "\n".join(lines)
 
 
 def _status_text(state: dict[str, Any]) -> str:
@@ -362,10 +382,20 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[mig_common],
         help="applied/pending/drifted migrations, INVALID indexes (exit 3 on drift)",
     )
-    mig_sub.add_parser(
+    rp = mig_sub.add_parser(
         "repair",
         parents=[mig_common, locking],
-        help="accept changed files: set the ledger's checksums to the files'",
+        help="accept changed files: set the ledger's checksums to the files'; "
+        "--forget the rows of deleted files (exit 3 while such rows remain)",
+    )
+    rp.add_argument(
+        "--forget",
+        type=_version,
+        action="append",
+        default=[],
+        metavar="VERSION",
+        help="remove the ledger row of this applied migration whose file was deleted on purpose "
+        "(repeatable; reverts nothing in the database)",
     )
     mig.set_defaults(func=cmd_migrate)
 

@@ -14,7 +14,7 @@ import hashlib
 import re
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +43,8 @@ NAMEDATALEN = 64  # PostgreSQL keeps the first NAMEDATALEN - 1 bytes of an ident
 # A signed 64-bit key for pg_try_advisory_lock, stable across versions of dbtier.
 LOCK_KEY = int.from_bytes(hashlib.sha256(b"dbtier.migrate").digest()[:8], "big", signed=True)
 
+# 'forget' came later: older ledgers get it added by _allow_forget_in_history.
+HISTORY_DIRECTIONS = "('up', 'down', 'repair', 'forget')"
 LEDGER_DDL = f"""
 CREATE SCHEMA IF NOT EXISTS {LEDGER_SCHEMA};
 CREATE TABLE IF NOT EXISTS {LEDGER_SCHEMA}.schema_migrations (
@@ -61,7 +63,7 @@ CREATE TABLE IF NOT EXISTS {LEDGER_SCHEMA}.migration_history (
     id            bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     version       bigint      NOT NULL,
     name          text        NOT NULL,
-    direction     text        NOT NULL CHECK (direction IN ('up', 'down', 'repair')),
+    direction     text        NOT NULL CHECK (direction IN {HISTORY_DIRECTIONS}),
     checksum      char(64)    NOT NULL,
     success       boolean     NOT NULL,
     error         text,
@@ -71,7 +73,7 @@ CREATE TABLE IF NOT EXISTS {LEDGER_SCHEMA}.migration_history (
     client        text        NOT NULL
 );
 COMMENT ON TABLE {LEDGER_SCHEMA}.migration_history IS
-    'Every attempt to apply, revert or repair a migration, failed ones included.';
+    'Every attempt to apply, revert, repair or forget a migration, failed ones included.';
 """
 
 
@@ -133,6 +135,23 @@ class LedgerRow:
     applied_at: Any
     applied_by: str
     execution_ms: int
+
+
+@dataclass
+class RepairResult:
+    repaired: list[str] = field(default_factory=list)  # checksum set to the file's
+    forgotten: list[str] = field(default_factory=list)  # ledger row removed (--forget)
+    missing: list[str] = field(default_factory=list)  # applied, file gone, not forgotten
+
+
+@dataclass(frozen=True)
+class Drift:
+    version: int
+    message: str
+    missing: bool  # the file disappeared (else: its contents changed)
+
+    def __str__(self) -> str:
+        return self.message
 
 
 @dataclass
@@ -308,7 +327,7 @@ def client_id() -> str:
 
 def _log_history(
     conn: psycopg.Connection,
-    m: Migration,
+    m: Migration | LedgerRow,
     direction: str,
     started: float,
     wall_start: float,
@@ -336,29 +355,52 @@ def _log_history(
 # --------------------------------------------------------------------------- checks
 
 
-def check_drift(migrations: list[Migration], applied: dict[int, LedgerRow]) -> list[str]:
+def check_drift(migrations: list[Migration], applied: dict[int, LedgerRow]) -> list[Drift]:
     """Problems with applied migrations: changed files and files that disappeared."""
     by_version = {m.version: m for m in migrations}
     problems = []
     for version, row in sorted(applied.items()):
         m = by_version.get(version)
         if m is None:
-            problems.append(f"applied migration {version:04d}_{row.name} has no file any more")
+            problems.append(
+                Drift(
+                    version,
+                    f"applied migration {version:04d}_{row.name} has no file any more",
+                    True,
+                )
+            )
         elif m.checksum != row.checksum.strip():
             problems.append(
-                f"{m.up_path.name} changed since it was applied on {row.applied_at:%Y-%m-%d %H:%M} "
-                f"(checksum {row.checksum.strip()[:12]}... now {m.checksum[:12]}...)"
+                Drift(
+                    version,
+                    f"{m.up_path.name} changed since it was applied on "
+                    f"{row.applied_at:%Y-%m-%d %H:%M} "
+                    f"(checksum {row.checksum.strip()[:12]}... now {m.checksum[:12]}...)",
+                    False,
+                )
             )
     return problems
 
 
-def raise_on_drift(problems: list[str]) -> None:
-    if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise DriftError(
-            f"checksum drift: {problems[0]}{more}; restore the file, or accept the new contents "
-            "with 'dbtier migrate repair' (or --allow-drift for this run)"
+def forget_command(versions: list[int]) -> str:
+    return "dbtier migrate repair " + " ".join(f"--forget {v}" for v in versions)
+
+
+def raise_on_drift(problems: list[Drift]) -> None:
+    if not problems:
+        return
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    gone = [d.version for d in problems if d.missing]
+    if not gone:
+        fix = "restore the file, or accept the new contents with 'dbtier migrate repair'"
+    elif len(gone) == len(problems):
+        fix = f"restore the file, or if it was deleted on purpose: '{forget_command(gone)}'"
+    else:
+        fix = (
+            "restore the files, or accept changed files and forget deleted ones on purpose "
+            f"with '{forget_command(gone)}'"
         )
+    raise DriftError(f"checksum drift: {problems[0]}{more}; {fix} (or --allow-drift for this run)")
 
 
 def invalid_indexes(conn: psycopg.Connection) -> list[str]:
@@ -685,25 +727,58 @@ def status(dsn: str | None, directory: str | Path) -> dict[str, Any]:
         "current_version": current_version(applied),
         "latest_version": max(files, default=0),
         "migrations": rows,
-        "drift": drift,
+        "drift": [str(d) for d in drift],
         "out_of_order": [files[v].up_path.name for v in sorted(late)],
         "invalid_indexes": invalid,
     }
+
+
+def _allow_forget_in_history(conn: psycopg.Connection) -> None:
+    """Widen the direction CHECK of a history table created before 'forget' existed."""
+    row = conn.execute(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE conrelid = %s::regclass AND conname = 'migration_history_direction_check'",
+        (f"{LEDGER_SCHEMA}.migration_history",),
+    ).fetchone()
+    if row and "'forget'" not in row[0]:
+        conn.execute(
+            f"ALTER TABLE {LEDGER_SCHEMA}.migration_history "
+            "DROP CONSTRAINT migration_history_direction_check, "
+            "ADD CONSTRAINT migration_history_direction_check "
+            f"CHECK (direction IN {HISTORY_DIRECTIONS})"
+        )
 
 
 def repair(
     dsn: str | None,
     directory: str | Path,
     *,
+    forget: Collection[int] = (),
     lock_timeout: float = 60.0,
     report: Reporter = _silent,
-) -> list[str]:
-    """Accept the current files: set the ledger's checksums to theirs. Returns what changed."""
+) -> RepairResult:
+    """Accept the current files: set the ledger's checksums to theirs.
+
+    A ledger row whose file is gone is removed only when its version is in `forget`: a file
+    lost by accident must not be forgotten silently. Forgetting reverts nothing in the schema.
+    """
     migrations = load_migrations(directory)
+    files = {m.version: m for m in migrations}
     dsn = db.resolve_dsn(dsn)
-    changed = []
+    result = RepairResult()
     with migration_lock(dsn, lock_timeout, report), db.connect(dsn, autocommit=True) as conn:
         applied = read_ledger(conn)
+        for version in sorted(set(forget)):  # all checked before anything changes
+            if version in files:
+                raise UsageError(
+                    f"--forget {version}: {files[version].up_path.name} still exists; forget "
+                    "only rows whose file was deleted (to revert it, use 'dbtier migrate down')"
+                )
+            if version not in applied:
+                listed = ", ".join(str(v) for v in applied) or "none"
+                raise UsageError(
+                    f"--forget {version}: version {version} is not applied (applied: {listed})"
+                )
         for m in migrations:
             row = applied.get(m.version)
             if row is None or row.checksum.strip() == m.checksum:
@@ -717,5 +792,22 @@ def repair(
                 )
                 _log_history(conn, m, "repair", started, wall_start, None)
             report(f"repair {m.label}: checksum set to the file's ({m.checksum[:12]}...)")
-            changed.append(m.label)
-    return changed
+            result.repaired.append(m.label)
+        for version, row in sorted(applied.items()):
+            if version in files:
+                continue
+            label = f"{version:04d}_{row.name}"
+            if version not in forget:
+                result.missing.append(label)
+                continue
+            wall_start, started = time.time(), time.monotonic()
+            with conn.transaction():
+                _allow_forget_in_history(conn)
+                conn.execute(
+                    f"DELETE FROM {LEDGER_SCHEMA}.schema_migrations WHERE version = %s",
+                    (version,),
+                )
+                _log_history(conn, row, "forget", started, wall_start, None)
+            report(f"forget {label}: ledger row removed (what it created stays in the database)")
+            result.forgotten.append(label)
+    return result
