@@ -380,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     mig_sub.add_parser(
         "status",
         parents=[mig_common],
-        help="applied/pending/drifted migrations, INVALID indexes (exit 3 on drift)",
+        help="applied/pending/out-of-order/drifted migrations, INVALID indexes (exit 3 on drift)",
     )
     rp = mig_sub.add_parser(
         "repair",
