@@ -15,6 +15,8 @@ description:
     interpreter that runs this module (set C(ansible_python_interpreter) to dbtier's venv).
   - Refuses to run when an applied migration's file changed (checksum drift) unless
     O(allow_drift=true).
+  - Refuses to apply a file whose version is below the highest applied version (added out of
+    order) unless O(out_of_order=true).
   - Supports check mode (reports what would run) and diff mode (applied versions before/after).
 version_added: "1.0.0"
 author: dbtier maintainers
@@ -61,6 +63,13 @@ options:
     type: int
   allow_drift:
     description: Proceed although applied migration files changed (see C(dbtier migrate repair)).
+    type: bool
+    default: false
+  out_of_order:
+    description:
+      - Apply pending files whose version is below the highest applied version (for example
+        C(0003) added after C(0004) was applied), in version order, together with the others.
+      - When false, such files fail the task (exit code 2) and nothing is applied.
     type: bool
     default: false
   lock_timeout:
@@ -172,6 +181,7 @@ def main() -> None:
             "state": {"type": "str", "default": "up", "choices": ["up", "down"]},
             "target": {"type": "int"},
             "allow_drift": {"type": "bool", "default": False},
+            "out_of_order": {"type": "bool", "default": False},
             "lock_timeout": {"type": "float", "default": 60},
             "ddl_lock_timeout": {"type": "str"},
         },
@@ -190,6 +200,7 @@ def main() -> None:
                 params["state"],
                 params["target"],
                 allow_drift=params["allow_drift"],
+                out_of_order=params["out_of_order"],
             )
         else:
             result = migrations.migrate(
@@ -198,6 +209,7 @@ def main() -> None:
                 params["state"],
                 params["target"],
                 allow_drift=params["allow_drift"],
+                out_of_order=params["out_of_order"],
                 lock_timeout=params["lock_timeout"],
                 ddl_lock_timeout=params["ddl_lock_timeout"],
             )

@@ -13,6 +13,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from dbtier import migrations
+
 from .conftest import ROOT, SQL_DIR, VENV_BIN
 
 pytestmark = pytest.mark.ansible
@@ -119,3 +121,27 @@ def test_role_rejects_down_without_target(database: str, tmp_path: Path) -> None
     proc = ansible_playbook(playbook(tmp_path, database, {"migrations_state": "down"}))
     assert proc.returncode != 0
     assert "migrations_target is required when migrations_state is down" in proc.stdout
+
+
+def test_module_applies_a_late_file_only_with_out_of_order(database: str, tmp_path: Path) -> None:
+    sql = tmp_path / "sql"
+    sql.mkdir()
+    for version, table in ((1, "a"), (3, "c")):
+        (sql / f"000{version}_{table}.up.sql").write_text(f"CREATE TABLE {table} (x int);")
+        (sql / f"000{version}_{table}.down.sql").write_text(f"DROP TABLE {table};")
+    migrations.migrate(database, sql)
+    (sql / "0002_b.up.sql").write_text("CREATE TABLE b (x int);")
+    (sql / "0002_b.down.sql").write_text("DROP TABLE b;")
+
+    refused = ansible_playbook(playbook(tmp_path, database, {"migrations_dir": str(sql)}))
+    assert refused.returncode != 0
+    assert "0002_b.up.sql is below the applied version 3" in refused.stdout
+    assert '"exit_code": 2' in refused.stdout
+    assert applied(database) == [1, 3]
+
+    late = ansible_playbook(
+        playbook(tmp_path, database, {"migrations_dir": str(sql), "migrations_out_of_order": True})
+    )
+    assert late.returncode == 0, late.stdout + late.stderr
+    assert recap(late.stdout)["changed"] == 1
+    assert applied(database) == [1, 2, 3]

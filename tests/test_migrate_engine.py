@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from dbtier import migrations
-from dbtier.errors import DriftError, UsageError
+from dbtier.errors import DbtierError, DriftError, UsageError
 
 from .conftest import VENV_BIN
 
@@ -85,6 +85,23 @@ def test_index_names_found_with_and_without_options() -> None:
         "create index idx_b on t (y);\n-- CREATE INDEX idx_commented ON t (z);\n"
     )
     assert migrations.index_names(text) == ["idx_a", "idx_b"]
+
+
+def test_index_refs_follow_postgresql_identifier_rules() -> None:
+    text = (
+        "CREATE INDEX CONCURRENTLY IDX_Foo ON Items (x);\n"
+        'CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS "IDX_Bar" ON "App" . "Orders" (y);\n'
+        'create index "say ""hi""."ON App.Items_2 USING btree (z);\n'
+        "CREATE INDEX ON only_unnamed (x);\n"
+        "CREATE INDEX CONCURRENTLY ON ONLY parted (x);\n"
+    )
+    assert migrations.index_refs(text) == [
+        migrations.IndexRef(name="idx_foo", schema=None, table="items"),
+        migrations.IndexRef(name="IDX_Bar", schema="App", table="Orders"),
+        migrations.IndexRef(name='say "hi".', schema="app", table="items_2"),
+    ]
+    # PostgreSQL truncates identifiers to 63 bytes
+    assert migrations.fold_identifier("A" * 70) == "a" * 63
 
 
 @pytest.mark.parametrize(
@@ -208,7 +225,7 @@ def test_checksum_drift_is_an_error_until_repaired(
 
     # the documented override for one run, then the permanent fix
     assert migrations.migrate(database, path, allow_drift=True).steps == []
-    assert migrations.repair(database, path) == ["0001_items"]
+    assert migrations.repair(database, path).repaired == ["0001_items"]
     assert migrations.migrate(database, path).steps == []
     assert ledger(database)[0][2] == migrations.sha256_file(path / "0001_items.up.sql")
 
@@ -220,6 +237,93 @@ def test_applied_migration_whose_file_disappeared_is_drift(database: str, tmp_pa
     (path / "0003_colors.down.sql").unlink()
     with pytest.raises(DriftError, match="applied migration 0003_colors has no file any more"):
         migrations.migrate(database, path)
+
+
+def test_repair_forgets_a_deleted_file_only_when_named(
+    database: str, tmp_path: Path, dbtier_cli
+) -> None:
+    path = write(tmp_path / "sql", BASIC)
+    migrations.migrate(database, path)
+    checksum_3 = ledger(database)[2][2]
+    (path / "0003_colors.up.sql").unlink()
+    (path / "0003_colors.down.sql").unlink()
+    (path / "0001_items.up.sql").write_text(BASIC["0001_items.up.sql"] + "\n-- edited\n")
+    cli = ("--dsn", database, "--path", str(path))
+
+    up = dbtier_cli("migrate", "up", *cli)
+    assert up.returncode == 3
+    assert "'dbtier migrate repair --forget 3'" in up.stderr
+
+    # Plain repair accepts the edited file but never forgets a row on its own.
+    plain = dbtier_cli("migrate", "repair", "--json", *cli)
+    assert plain.returncode == 3, plain.stderr
+    assert json.loads(plain.stdout) == {
+        "repaired": ["0001_items"],
+        "forgotten": [],
+        "missing": ["0003_colors"],
+    }
+    assert [r[0] for r in ledger(database)] == [1, 2, 3]
+    for version, message in (("2", "0002_items_index.up.sql still exists"), ("9", "not applied")):
+        bad = dbtier_cli("migrate", "repair", "--forget", version, *cli)
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+    assert [r[0] for r in ledger(database)] == [1, 2, 3]
+
+    with psycopg.connect(database) as conn:  # a ledger created before 'forget' existed
+        conn.execute(
+            "ALTER TABLE dbtier.migration_history "
+            "DROP CONSTRAINT migration_history_direction_check, "
+            "ADD CONSTRAINT migration_history_direction_check "
+            "CHECK (direction IN ('up', 'down', 'repair'))"
+        )
+    forget = dbtier_cli("migrate", "repair", "--forget", "3", *cli)
+    assert forget.returncode == 0, forget.stderr
+    assert "forgot: 0003_colors" in forget.stdout
+    assert [r[0] for r in ledger(database)] == [1, 2]
+    assert "colors" in tables(database)  # forgetting a row reverts nothing
+    with psycopg.connect(database) as conn:
+        history = conn.execute(
+            "SELECT version, name, direction, checksum, success FROM dbtier.migration_history "
+            "WHERE direction = 'forget'"
+        ).fetchall()
+    assert history == [(3, "colors", "forget", checksum_3, True)]
+    assert migrations.migrate(database, path).steps == []
+
+
+def test_file_added_below_the_applied_version_is_refused_unless_out_of_order(
+    database: str, tmp_path: Path, dbtier_cli
+) -> None:
+    path = write(tmp_path / "sql", {k: v for k, v in BASIC.items() if not k.startswith("0002")})
+    migrations.migrate(database, path)
+    write(
+        path,
+        {
+            **{k: v for k, v in BASIC.items() if k.startswith("0002")},
+            "0004_sizes.up.sql": "CREATE TABLE sizes (name text);",
+            "0004_sizes.down.sql": "DROP TABLE sizes;",
+        },
+    )
+    status = json.loads(
+        dbtier_cli("migrate", "status", "--json", "--dsn", database, "--path", str(path)).stdout
+    )
+    states = {r["version"]: r["state"] for r in status["migrations"]}
+    assert states == {1: "applied", 2: "out-of-order", 3: "applied", 4: "pending"}
+
+    for action in ("up", "plan"):
+        proc = dbtier_cli("migrate", action, "--dsn", database, "--path", str(path))
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "0002_items_index.up.sql" in lines[0], proc.stderr
+        assert "--out-of-order" in lines[0]
+    assert [r[0] for r in ledger(database)] == [1, 3]
+
+    plan = dbtier_cli(
+        "migrate", "plan", "--json", "--out-of-order", "--dsn", database, "--path", str(path)
+    )
+    assert [s["version"] for s in json.loads(plan.stdout)["steps"]] == [2, 4]
+    result = migrations.migrate(database, path, out_of_order=True)
+    assert [s["version"] for s in result.steps] == [2, 4]
+    assert [r[0] for r in ledger(database)] == [1, 2, 3, 4]
+    assert "idx_items_label" in tables(database)
 
 
 def test_concurrent_runs_apply_each_migration_once(database: str, tmp_path: Path) -> None:
@@ -306,6 +410,59 @@ def test_invalid_index_from_failed_concurrent_build_is_rebuilt(
             "SELECT indisvalid FROM pg_index WHERE indexrelid = 'idx_t_x'::regclass"
         ).fetchone()[0]
     assert valid is True
+
+
+def test_invalid_mixed_case_indexes_are_matched_by_postgresql_rules(
+    database: str, tmp_path: Path
+) -> None:
+    path = write(
+        tmp_path / "sql",
+        {
+            "0001_t.up.sql": (
+                "CREATE TABLE t (x int, y int);\nINSERT INTO t VALUES (1, 1), (1, 1), (2, 2);"
+            ),
+            "0001_t.down.sql": "DROP TABLE t;",
+            "0002_unique.up.sql": (
+                "-- dbtier:no-transaction\n"
+                "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS IDX_Foo ON t (x);\n"
+                'CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS "IDX_Bar" ON public.T (y);\n'
+            ),
+            "0002_unique.down.sql": (
+                '-- dbtier:no-transaction\nDROP INDEX IDX_Foo;\nDROP INDEX "IDX_Bar";\n'
+            ),
+        },
+    )
+    migrations.migrate(database, path, target=1)
+    # Someone else's INVALID index whose name differs only in case: never ours to drop.
+    with (
+        psycopg.connect(database, autocommit=True) as conn,
+        pytest.raises(psycopg.errors.UniqueViolation),
+    ):
+        conn.execute('CREATE UNIQUE INDEX CONCURRENTLY "Idx_Foo" ON t (x)')
+
+    with pytest.raises(DbtierError, match="could not create unique index"):
+        migrations.migrate(database, path)  # idx_foo left INVALID
+    assert migrations.plan(database, path).rebuilt_indexes == ["public.idx_foo"]
+    with psycopg.connect(database) as conn:
+        conn.execute("DELETE FROM t WHERE ctid = (SELECT min(ctid) FROM t WHERE x = 1)")
+        conn.execute("INSERT INTO t VALUES (3, 2)")
+    with pytest.raises(DbtierError, match="could not create unique index"):
+        migrations.migrate(database, path)  # idx_foo rebuilt, "IDX_Bar" left INVALID
+    assert migrations.plan(database, path).rebuilt_indexes == ["public.IDX_Bar"]
+
+    with psycopg.connect(database) as conn:
+        conn.execute("DELETE FROM t WHERE x = 3")
+    result = migrations.migrate(database, path)
+    assert result.rebuilt_indexes == ["public.IDX_Bar"]
+    assert [s["version"] for s in result.steps] == [2]
+    with psycopg.connect(database) as conn:
+        valid = dict(
+            conn.execute(
+                "SELECT c.relname, i.indisvalid FROM pg_index i "
+                "JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname ILIKE 'idx_%'"
+            ).fetchall()
+        )
+    assert valid == {"idx_foo": True, "IDX_Bar": True, "Idx_Foo": False}
 
 
 def test_bad_input_gets_one_line_and_exit_code(database: str, tmp_path: Path, dbtier_cli) -> None:

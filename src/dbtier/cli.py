@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -71,6 +72,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             args.action,
             args.target,
             allow_drift=args.allow_drift,
+            out_of_order=getattr(args, "out_of_order", False),
             lock_timeout=args.lock_timeout,
             ddl_lock_timeout=args.ddl_lock_timeout,
             report=report,
@@ -80,7 +82,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         )
     elif args.action == "plan":
         result = migrations.plan(
-            args.dsn, args.path, args.direction, args.target, allow_drift=args.allow_drift
+            args.dsn,
+            args.path,
+            args.direction,
+            args.target,
+            allow_drift=args.allow_drift,
+            out_of_order=args.out_of_order,
         )
         _emit(args, _result_payload(result, args.dsn), _steps_text("plan", result))
     elif args.action == "status":
@@ -89,11 +96,30 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         if state["drift"]:
             return 3
     elif args.action == "repair":
-        changed = migrations.repair(
-            args.dsn, args.path, lock_timeout=args.lock_timeout, report=report
+        fixed = migrations.repair(
+            args.dsn, args.path, forget=args.forget, lock_timeout=args.lock_timeout, report=report
         )
-        _emit(args, {"repaired": changed}, f"repaired: {', '.join(changed) or 'nothing'}")
+        _emit(args, dataclasses.asdict(fixed), _repair_text(fixed))
+        if fixed.missing:
+            return 3
     return EXIT_OK
+
+
+def _repair_text(fixed: migrations.RepairResult) -> str:
+    lines = [f"repaired: {', '.join(fixed.repaired) or 'nothing'}"]
+    if fixed.forgotten:
+        rows = "row" if len(fixed.forgotten) == 1 else "rows"
+        lines.append(
+            f"forgot: {', '.join(fixed.forgotten)} (ledger {rows} removed; what the migrations "
+            "created stays in the database)"
+        )
+    if fixed.missing:
+        versions = [int(label.split("_", 1)[0]) for label in fixed.missing]
+        lines.append(
+            f"still missing: {', '.join(fixed.missing)} (applied, file gone): restore the file, "
+            f"or if it was deleted on purpose: '{migrations.forget_command(versions)}'"
+        )
+    return "\n".join(lines)
 
 
 def _status_text(state: dict[str, Any]) -> str:
@@ -109,6 +135,10 @@ def _status_text(state: dict[str, Any]) -> str:
             f"  {row['version']:<8} {row['state']:<13} {applied:<26} {took:>7}  {row['name']}"
         )
     lines += [f"  DRIFT: {problem}" for problem in state["drift"]]
+    lines += [
+        f"  OUT OF ORDER: {name} (renumber it, or 'dbtier migrate up --out-of-order')"
+        for name in state["out_of_order"]
+    ]
     lines += [f"  INVALID INDEX: {name}" for name in state["invalid_indexes"]]
     return "\n".join(lines)
 
@@ -326,7 +356,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="PostgreSQL lock_timeout for the migration session, e.g. 10s",
     )
-    up = mig_sub.add_parser("up", parents=[mig_common, locking], help="apply pending migrations")
+    out_of_order = argparse.ArgumentParser(add_help=False)
+    out_of_order.add_argument(
+        "--out-of-order",
+        action="store_true",
+        help="also apply files whose version is below the highest applied one (refused otherwise)",
+    )
+    up = mig_sub.add_parser(
+        "up", parents=[mig_common, locking, out_of_order], help="apply pending migrations"
+    )
     up.add_argument("--target", type=_version, help="stop at this version (default: latest)")
     down = mig_sub.add_parser(
         "down", parents=[mig_common, locking], help="revert applied migrations above --target"
@@ -337,18 +375,30 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="revert down to this version (0 = everything)",
     )
-    pl = mig_sub.add_parser("plan", parents=[mig_common], help="what up/down would run")
+    pl = mig_sub.add_parser(
+        "plan", parents=[mig_common, out_of_order], help="what up/down would run"
+    )
     pl.add_argument("direction", nargs="?", choices=["up", "down"], default="up")
     pl.add_argument("--target", type=_version)
     mig_sub.add_parser(
         "status",
         parents=[mig_common],
-        help="applied/pending/drifted migrations, INVALID indexes (exit 3 on drift)",
+        help="applied/pending/out-of-order/drifted migrations, INVALID indexes (exit 3 on drift)",
     )
-    mig_sub.add_parser(
+    rp = mig_sub.add_parser(
         "repair",
         parents=[mig_common, locking],
-        help="accept changed files: set the ledger's checksums to the files'",
+        help="accept changed files: set the ledger's checksums to the files'; "
+        "--forget the rows of deleted files (exit 3 while such rows remain)",
+    )
+    rp.add_argument(
+        "--forget",
+        type=_version,
+        action="append",
+        default=[],
+        metavar="VERSION",
+        help="remove the ledger row of this applied migration whose file was deleted on purpose "
+        "(repeatable; reverts nothing in the database)",
     )
     mig.set_defaults(func=cmd_migrate)
 

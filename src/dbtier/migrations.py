@@ -14,7 +14,7 @@ import hashlib
 import re
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,14 +30,21 @@ from .errors import DbtierError, DriftError, LockTimeout, UsageError
 LEDGER_SCHEMA = "dbtier"
 NO_TRANSACTION_MARKER = "dbtier:no-transaction"
 FILE_RE = re.compile(r"^(?P<version>\d+)_(?P<name>[A-Za-z0-9_]+)\.(?P<direction>up|down)\.sql$")
+# An SQL identifier as PostgreSQL's lexer reads it: "quoted" ("" is a quote) or unquoted.
+IDENT = r'(?:"(?:[^"]|"")+"|[A-Za-z_\x80-\U0010ffff][A-Za-z0-9_$\x80-\U0010ffff]*)'
+IDENT_RE = re.compile(IDENT)
 CREATE_INDEX_RE = re.compile(
-    r"CREATE\s+(?:UNIQUE\s+)?INDEX\s+(?:CONCURRENTLY\s+)?(?:IF\s+NOT\s+EXISTS\s+)?"
-    r"(?P<name>[A-Za-z_][A-Za-z0-9_$]*)",
+    r"\bCREATE\s+(?:UNIQUE\s+)?INDEX\s+(?:CONCURRENTLY\s+)?(?:IF\s+NOT\s+EXISTS\s+)?"
+    rf"(?:(?P<name>{IDENT})\s*)?\bON\b\s*(?:ONLY\b\s*)?"
+    rf"(?P<table>{IDENT}(?:\s*\.\s*{IDENT})*)",
     re.IGNORECASE,
 )
+NAMEDATALEN = 64  # PostgreSQL keeps the first NAMEDATALEN - 1 bytes of an identifier
 # A signed 64-bit key for pg_try_advisory_lock, stable across versions of dbtier.
 LOCK_KEY = int.from_bytes(hashlib.sha256(b"dbtier.migrate").digest()[:8], "big", signed=True)
 
+# 'forget' came later: older ledgers get it added by _allow_forget_in_history.
+HISTORY_DIRECTIONS = "('up', 'down', 'repair', 'forget')"
 LEDGER_DDL = f"""
 CREATE SCHEMA IF NOT EXISTS {LEDGER_SCHEMA};
 CREATE TABLE IF NOT EXISTS {LEDGER_SCHEMA}.schema_migrations (
@@ -56,7 +63,7 @@ CREATE TABLE IF NOT EXISTS {LEDGER_SCHEMA}.migration_history (
     id            bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     version       bigint      NOT NULL,
     name          text        NOT NULL,
-    direction     text        NOT NULL CHECK (direction IN ('up', 'down', 'repair')),
+    direction     text        NOT NULL CHECK (direction IN {HISTORY_DIRECTIONS}),
     checksum      char(64)    NOT NULL,
     success       boolean     NOT NULL,
     error         text,
@@ -66,7 +73,7 @@ CREATE TABLE IF NOT EXISTS {LEDGER_SCHEMA}.migration_history (
     client        text        NOT NULL
 );
 COMMENT ON TABLE {LEDGER_SCHEMA}.migration_history IS
-    'Every attempt to apply, revert or repair a migration, failed ones included.';
+    'Every attempt to apply, revert, repair or forget a migration, failed ones included.';
 """
 
 
@@ -128,6 +135,23 @@ class LedgerRow:
     applied_at: Any
     applied_by: str
     execution_ms: int
+
+
+@dataclass
+class RepairResult:
+    repaired: list[str] = field(default_factory=list)  # checksum set to the file's
+    forgotten: list[str] = field(default_factory=list)  # ledger row removed (--forget)
+    missing: list[str] = field(default_factory=list)  # applied, file gone, not forgotten
+
+
+@dataclass(frozen=True)
+class Drift:
+    version: int
+    message: str
+    missing: bool  # the file disappeared (else: its contents changed)
+
+    def __str__(self) -> str:
+        return self.message
 
 
 @dataclass
@@ -231,8 +255,40 @@ def split_statements(text: str) -> list[str]:
     return statements
 
 
+@dataclass(frozen=True)
+class IndexRef:
+    """An index a CREATE INDEX statement names, with its table (names as stored in pg_class)."""
+
+    name: str
+    schema: str | None  # None: the table is found through search_path
+    table: str
+
+
+def fold_identifier(token: str) -> str:
+    """The name PostgreSQL stores for an identifier token: "Quoted" exact, unquoted lower case."""
+    if token.startswith('"'):
+        name = token[1:-1].replace('""', '"')
+    else:
+        # The server lowers only ASCII letters in unquoted names (UTF-8 databases).
+        name = "".join(c.lower() if c.isascii() else c for c in token)
+    return name.encode()[: NAMEDATALEN - 1].decode("utf-8", "ignore")
+
+
+def index_refs(text: str) -> list[IndexRef]:
+    """The named indexes the file's CREATE INDEX statements build (unnamed ones are skipped)."""
+    refs = []
+    for m in CREATE_INDEX_RE.finditer(sqlparse.format(text, strip_comments=True)):
+        if m["name"] is None:
+            continue
+        # An index always lives in its table's schema: CREATE INDEX takes no schema for it.
+        parts = [fold_identifier(t) for t in IDENT_RE.findall(m["table"])]
+        schema = parts[-2] if len(parts) > 1 else None
+        refs.append(IndexRef(name=fold_identifier(m["name"]), schema=schema, table=parts[-1]))
+    return refs
+
+
 def index_names(text: str) -> list[str]:
-    return [m["name"] for m in CREATE_INDEX_RE.finditer(sqlparse.format(text, strip_comments=True))]
+    return [ref.name for ref in index_refs(text)]
 
 
 # --------------------------------------------------------------------------- ledger
@@ -271,7 +327,7 @@ def client_id() -> str:
 
 def _log_history(
     conn: psycopg.Connection,
-    m: Migration,
+    m: Migration | LedgerRow,
     direction: str,
     started: float,
     wall_start: float,
@@ -299,29 +355,52 @@ def _log_history(
 # --------------------------------------------------------------------------- checks
 
 
-def check_drift(migrations: list[Migration], applied: dict[int, LedgerRow]) -> list[str]:
+def check_drift(migrations: list[Migration], applied: dict[int, LedgerRow]) -> list[Drift]:
     """Problems with applied migrations: changed files and files that disappeared."""
     by_version = {m.version: m for m in migrations}
     problems = []
     for version, row in sorted(applied.items()):
         m = by_version.get(version)
         if m is None:
-            problems.append(f"applied migration {version:04d}_{row.name} has no file any more")
+            problems.append(
+                Drift(
+                    version,
+                    f"applied migration {version:04d}_{row.name} has no file any more",
+                    True,
+                )
+            )
         elif m.checksum != row.checksum.strip():
             problems.append(
-                f"{m.up_path.name} changed since it was applied on {row.applied_at:%Y-%m-%d %H:%M} "
-                f"(checksum {row.checksum.strip()[:12]}... now {m.checksum[:12]}...)"
+                Drift(
+                    version,
+                    f"{m.up_path.name} changed since it was applied on "
+                    f"{row.applied_at:%Y-%m-%d %H:%M} "
+                    f"(checksum {row.checksum.strip()[:12]}... now {m.checksum[:12]}...)",
+                    False,
+                )
             )
     return problems
 
 
-def raise_on_drift(problems: list[str]) -> None:
-    if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise DriftError(
-            f"checksum drift: {problems[0]}{more}; restore the file, or accept the new contents "
-            "with 'dbtier migrate repair' (or --allow-drift for this run)"
+def forget_command(versions: list[int]) -> str:
+    return "dbtier migrate repair " + " ".join(f"--forget {v}" for v in versions)
+
+
+def raise_on_drift(problems: list[Drift]) -> None:
+    if not problems:
+        return
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    gone = [d.version for d in problems if d.missing]
+    if not gone:
+        fix = "restore the file, or accept the new contents with 'dbtier migrate repair'"
+    elif len(gone) == len(problems):
+        fix = f"restore the file, or if it was deleted on purpose: '{forget_command(gone)}'"
+    else:
+        fix = (
+            "restore the files, or accept changed files and forget deleted ones on purpose "
+            f"with '{forget_command(gone)}'"
         )
+    raise DriftError(f"checksum drift: {problems[0]}{more}; {fix} (or --allow-drift for this run)")
 
 
 def invalid_indexes(conn: psycopg.Connection) -> list[str]:
@@ -340,6 +419,30 @@ def invalid_indexes(conn: psycopg.Connection) -> list[str]:
     return [r[0] for r in rows]
 
 
+def invalid_indexes_of(conn: psycopg.Connection, text: str) -> list[tuple[str, str]]:
+    """(schema, name) of the INVALID indexes that the file's CREATE INDEX statements build.
+
+    Matched as PostgreSQL resolves the statement: the index name exactly (after folding), on the
+    table the statement names, looked up through this session's search_path when unqualified.
+    """
+    found: list[tuple[str, str]] = []
+    for ref in index_refs(text):
+        table = sql.Identifier(*filter(None, [ref.schema, ref.table])).as_string(conn)
+        row = conn.execute(
+            """
+            SELECT n.nspname, c.relname
+            FROM pg_index i
+            JOIN pg_class c ON c.oid = i.indexrelid
+            JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE NOT i.indisvalid AND c.relname = %s AND i.indrelid = to_regclass(%s)
+            """,
+            (ref.name, table),
+        ).fetchone()
+        if row and row not in found:
+            found.append((row[0], row[1]))
+    return found
+
+
 def _resolve_target(migrations: list[Migration], target: int | None, direction: str) -> int:
     known = [m.version for m in migrations]
     if target is None:
@@ -352,15 +455,41 @@ def _resolve_target(migrations: list[Migration], target: int | None, direction: 
     raise UsageError(f"unknown migration version {target} (known: 0, {listed})")
 
 
+def out_of_order(migrations: list[Migration], applied: dict[int, LedgerRow]) -> list[Migration]:
+    """Files not applied whose version is below the highest applied one (added late)."""
+    top = current_version(applied)
+    return [m for m in migrations if m.version not in applied and m.version < top]
+
+
+def raise_on_out_of_order(steps: list[Step], applied: dict[int, LedgerRow]) -> None:
+    """Like Flyway's validate: a file slipped in below the applied version is not applied
+    silently, it may depend on (or conflict with) what later versions already changed."""
+    top = current_version(applied)
+    late = [s.migration.up_path.name for s in steps if s.migration.version < top]
+    if late:
+        raise UsageError(
+            f"{', '.join(late)} {'is' if len(late) == 1 else 'are'} below the applied version "
+            f"{top} but not applied (added out of order): renumber above the latest migration, "
+            "or apply deliberately with --out-of-order"
+        )
+
+
 def plan_steps(
     migrations: list[Migration],
     applied: dict[int, LedgerRow],
     direction: str,
     target: int | None,
+    *,
+    allow_out_of_order: bool = False,
 ) -> list[Step]:
     goal = _resolve_target(migrations, target, direction)
     if direction == "up":
-        return [Step("up", m) for m in migrations if m.version not in applied and m.version <= goal]
+        steps = [
+            Step("up", m) for m in migrations if m.version not in applied and m.version <= goal
+        ]
+        if not allow_out_of_order:
+            raise_on_out_of_order(steps, applied)
+        return steps  # in version order, out-of-order files included
     return [
         Step("down", m) for m in reversed(migrations) if m.version in applied and m.version > goal
     ]
@@ -419,18 +548,14 @@ def migration_lock(
 
 def _repair_invalid_indexes(conn: psycopg.Connection, m: Migration, report: Reporter) -> list[str]:
     """Drop INVALID indexes this migration creates, so that it builds them again."""
-    wanted = {name.lower() for name in index_names(m.up_sql)}
     dropped = []
-    for qualified in invalid_indexes(conn):
-        schema, name = qualified.split(".", 1)
-        if name.lower() in wanted:
-            report(f"index {qualified} is INVALID (an earlier build failed): dropping to rebuild")
-            conn.execute(
-                sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}.{}").format(
-                    sql.Identifier(schema), sql.Identifier(name)
-                )
-            )
-            dropped.append(qualified)
+    for schema, name in invalid_indexes_of(conn, m.up_sql):
+        qualified = f"{schema}.{name}"
+        report(f"index {qualified} is INVALID (an earlier build failed): dropping to rebuild")
+        conn.execute(
+            sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(schema, name))
+        )
+        dropped.append(qualified)
     return dropped
 
 
@@ -467,9 +592,9 @@ def _run_one(conn: psycopg.Connection, step: Step, report: Reporter) -> dict[str
             for statement in split_statements(text):
                 conn.execute(statement)
             if direction == "up":
-                bad = [i for i in invalid_indexes(conn) if i.split(".", 1)[1] in index_names(text)]
+                bad = invalid_indexes_of(conn, text)
                 if bad:
-                    raise DbtierError(f"index {bad[0]} is INVALID after the build")
+                    raise DbtierError(f"index {'.'.join(bad[0])} is INVALID after the build")
             write_record()
     except psycopg.Error as exc:
         error = db.first_line(exc)
@@ -497,11 +622,15 @@ def migrate(
     target: int | None = None,
     *,
     allow_drift: bool = False,
+    out_of_order: bool = False,
     lock_timeout: float = 60.0,
     ddl_lock_timeout: str | None = None,
     report: Reporter = _silent,
 ) -> RunResult:
-    """Apply (up) or revert (down) migrations up to `target`, under the advisory lock."""
+    """Apply (up) or revert (down) migrations up to `target`, under the advisory lock.
+
+    `out_of_order` applies files whose version is below the highest applied one (refused
+    otherwise)."""
     if direction not in ("up", "down"):
         raise UsageError(f"unknown direction {direction!r} (expected up or down)")
     migrations = load_migrations(directory)
@@ -514,8 +643,9 @@ def migrate(
         applied = read_ledger(conn)
         if not allow_drift:
             raise_on_drift(check_drift(migrations, applied))
+        steps = plan_steps(migrations, applied, direction, target, allow_out_of_order=out_of_order)
         result = RunResult(before_version=current_version(applied))
-        for step in plan_steps(migrations, applied, direction, target):
+        for step in steps:
             if direction == "up" and not step.migration.up_transactional:
                 result.rebuilt_indexes += _repair_invalid_indexes(conn, step.migration, report)
             result.steps.append(_run_one(conn, step, report))
@@ -530,6 +660,7 @@ def plan(
     target: int | None = None,
     *,
     allow_drift: bool = False,
+    out_of_order: bool = False,
 ) -> RunResult:
     """What `migrate` would do, without changing anything (the ledger is not even created)."""
     migrations = load_migrations(directory)
@@ -538,13 +669,16 @@ def plan(
         applied = read_ledger(conn)
         if not allow_drift:
             raise_on_drift(check_drift(migrations, applied))
-        steps = plan_steps(migrations, applied, direction, target)
-        invalid = invalid_indexes(conn)
+        steps = plan_steps(migrations, applied, direction, target, allow_out_of_order=out_of_order)
+        rebuilt = [
+            f"{schema}.{name}"
+            for s in steps
+            if direction == "up" and not s.migration.up_transactional
+            for schema, name in invalid_indexes_of(conn, s.migration.up_sql)
+        ]
     result = RunResult(before_version=current_version(applied))
     result.steps = [s.as_dict() for s in steps]
-    if direction == "up":
-        wanted = {n for s in steps for n in index_names(s.migration.up_sql)}
-        result.rebuilt_indexes = [i for i in invalid if i.split(".", 1)[1] in wanted]
+    result.rebuilt_indexes = rebuilt
     versions = set(applied)
     for s in steps:
         if s.direction == "up":
@@ -563,12 +697,13 @@ def status(dsn: str | None, directory: str | Path) -> dict[str, Any]:
         invalid = invalid_indexes(conn)
         server = conn.info.parameter_status("server_version")
     drift = check_drift(migrations, applied)
+    late = {m.version for m in out_of_order(migrations, applied)}
     rows = []
     files = {m.version: m for m in migrations}
     for version in sorted(set(files) | set(applied)):
         m, row = files.get(version), applied.get(version)
         if row is None:
-            state = "pending"
+            state = "out-of-order" if version in late else "pending"
         elif m is None:
             state = "missing-file"
         elif m.checksum != row.checksum.strip():
@@ -592,24 +727,58 @@ def status(dsn: str | None, directory: str | Path) -> dict[str, Any]:
         "current_version": current_version(applied),
         "latest_version": max(files, default=0),
         "migrations": rows,
-        "drift": drift,
+        "drift": [str(d) for d in drift],
+        "out_of_order": [files[v].up_path.name for v in sorted(late)],
         "invalid_indexes": invalid,
     }
+
+
+def _allow_forget_in_history(conn: psycopg.Connection) -> None:
+    """Widen the direction CHECK of a history table created before 'forget' existed."""
+    row = conn.execute(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE conrelid = %s::regclass AND conname = 'migration_history_direction_check'",
+        (f"{LEDGER_SCHEMA}.migration_history",),
+    ).fetchone()
+    if row and "'forget'" not in row[0]:
+        conn.execute(
+            f"ALTER TABLE {LEDGER_SCHEMA}.migration_history "
+            "DROP CONSTRAINT migration_history_direction_check, "
+            "ADD CONSTRAINT migration_history_direction_check "
+            f"CHECK (direction IN {HISTORY_DIRECTIONS})"
+        )
 
 
 def repair(
     dsn: str | None,
     directory: str | Path,
     *,
+    forget: Collection[int] = (),
     lock_timeout: float = 60.0,
     report: Reporter = _silent,
-) -> list[str]:
-    """Accept the current files: set the ledger's checksums to theirs. Returns what changed."""
+) -> RepairResult:
+    """Accept the current files: set the ledger's checksums to theirs.
+
+    A ledger row whose file is gone is removed only when its version is in `forget`: a file
+    lost by accident must not be forgotten silently. Forgetting reverts nothing in the schema.
+    """
     migrations = load_migrations(directory)
+    files = {m.version: m for m in migrations}
     dsn = db.resolve_dsn(dsn)
-    changed = []
+    result = RepairResult()
     with migration_lock(dsn, lock_timeout, report), db.connect(dsn, autocommit=True) as conn:
         applied = read_ledger(conn)
+        for version in sorted(set(forget)):  # all checked before anything changes
+            if version in files:
+                raise UsageError(
+                    f"--forget {version}: {files[version].up_path.name} still exists; forget "
+                    "only rows whose file was deleted (to revert it, use 'dbtier migrate down')"
+                )
+            if version not in applied:
+                listed = ", ".join(str(v) for v in applied) or "none"
+                raise UsageError(
+                    f"--forget {version}: version {version} is not applied (applied: {listed})"
+                )
         for m in migrations:
             row = applied.get(m.version)
             if row is None or row.checksum.strip() == m.checksum:
@@ -623,5 +792,22 @@ def repair(
                 )
                 _log_history(conn, m, "repair", started, wall_start, None)
             report(f"repair {m.label}: checksum set to the file's ({m.checksum[:12]}...)")
-            changed.append(m.label)
-    return changed
+            result.repaired.append(m.label)
+        for version, row in sorted(applied.items()):
+            if version in files:
+                continue
+            label = f"{version:04d}_{row.name}"
+            if version not in forget:
+                result.missing.append(label)
+                continue
+            wall_start, started = time.time(), time.monotonic()
+            with conn.transaction():
+                _allow_forget_in_history(conn)
+                conn.execute(
+                    f"DELETE FROM {LEDGER_SCHEMA}.schema_migrations WHERE version = %s",
+                    (version,),
+                )
+                _log_history(conn, row, "forget", started, wall_start, None)
+            report(f"forget {label}: ledger row removed (what it created stays in the database)")
+            result.forgotten.append(label)
+    return result
