@@ -227,7 +227,11 @@ def cmd_backup(args: argparse.Namespace) -> int:
         result = maintenance.verify(settings, args.backup, deep=args.deep)
     elif args.action == "cleanup":
         result = maintenance.cleanup(
-            settings, days=args.days, count=args.count, dry_run=args.dry_run
+            settings,
+            days=args.days,
+            count=args.count,
+            dry_run=args.dry_run,
+            grace_hours=args.debris_grace_hours,
         )
     else:
         rows = maintenance.list_all(settings)
@@ -469,6 +473,14 @@ def _add_backup_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     cl.add_argument("--days", type=int, help="keep backups newer than this (default 30)")
     cl.add_argument("--count", type=int, help="keep at least this many newest backups per kind")
     cl.add_argument("--dry-run", action="store_true", help="print what would be deleted")
+    cl.add_argument(
+        "--debris-grace-hours",
+        type=float,
+        default=24.0,
+        metavar="HOURS",
+        help="remove leftovers of killed backups (no manifest, scratch files, unfinished S3 "
+        "uploads) once this old (default 24; longer than your longest backup)",
+    )
     bk.set_defaults(func=cmd_backup)
 
     wp = sub.add_parser("wal-push", parents=[store], help="archive_command: archive one WAL file")

@@ -155,7 +155,7 @@ class History:
                 checksum = %(sum)s, encrypted = %(enc)s, compression = %(comp)s,
                 start_lsn = %(start_lsn)s, stop_lsn = %(stop_lsn)s, timeline = %(tli)s,
                 error = %(error)s
-            WHERE backup_id = %(id)s
+            WHERE backup_id = %(id)s AND pid = %(pid)s
             """,
             {
                 "status": "failed" if error else "completed",
@@ -174,6 +174,7 @@ class History:
                 "tli": f.get("timeline"),
                 "error": error,
                 "id": job.backup_id,
+                "pid": os.getpid(),  # never another job's row (a same-second backup id)
             },
         )
 

@@ -28,6 +28,7 @@ import io
 import os
 import socket
 import struct
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -290,7 +291,7 @@ def fetch(settings: Settings, name: str, destination: str) -> int:
     except Exception as exc:  # anything but a confirmed absence must stop recovery
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         log("wal_fetch.failed", "error", file=name, error=message)
-        print(f"dbtier: error: wal-fetch {name}: {message} (recovery stops)", flush=True)
+        print(f"dbtier: error: wal-fetch {name}: {message} (recovery stops)", file=sys.stderr)
         return FETCH_ABORT
     raise AssertionError("unreachable")  # pragma: no cover
 
