@@ -242,3 +242,23 @@ def test_rds_restore_of_an_unknown_instance_fails_clearly(aws: dict[str, Any]) -
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("dbtier: error:") and "no-such-db" in last
+
+
+def test_cleanup_aborts_unfinished_multipart_uploads_after_the_grace_period(
+    aws: dict[str, Any],
+) -> None:
+    """A backup killed mid-upload leaves an incomplete multipart upload (invisible, but billed)."""
+    s3, bucket = aws["s3"], aws["primary"]
+    key = "dbtier/backups/20200101T000000Z-base/base.tar.zst.enc"
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=key)
+    s3.upload_part(Bucket=bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1,
+                   Body=b"x" * (5 << 20))  # fmt: skip
+    kept = cli(aws, "backup", "cleanup", "--json")
+    assert kept.returncode == 0, kept.stderr
+    assert json.loads(kept.stdout)["deleted_debris"] == []  # younger than 24 h: may be running
+    done = cli(aws, "backup", "cleanup", "--debris-grace-hours", "0", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["deleted_debris"] == [
+        "multipart-upload:backups/20200101T000000Z-base/base.tar.zst.enc"
+    ]
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []

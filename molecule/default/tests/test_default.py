@@ -252,13 +252,12 @@ def test_wal_archiving_into_the_repository():
     log = DB.run("tail -n 20 /var/log/postgresql/postgresql-15-main.log").stdout
     assert int(failed) == 0, f"archive_command failed; server log:\n{log}"
     assert int(archived) > 0 and last >= segment, f"{segment} not archived in 30 s:\n{log}"
-    for suffix in (".zst.enc", ".json"):
-        obj = DB.file(f"/var/backups/dbtier/wal/{segment}{suffix}")
-        assert obj.is_file, f"{obj.path} missing"
-        assert obj.group == "dbtier-backup"
-    # ops1 (verify, cleanup, restores) sees the same repository through the shared volume
-    listing = OPS.run("runuser -u dbtier -- ls /var/backups/dbtier/wal")
-    assert listing.rc == 0, listing.stderr
-    assert f"{segment}.json" in listing.stdout.split()
-    readable = OPS.run("runuser -u dbtier -- head -c 1 /var/backups/dbtier/wal/%s.json", segment)
+    obj = DB.file(f"/var/backups/dbtier/wal/{segment}.zst.enc")  # header + data, one object
+    assert obj.is_file, f"{obj.path} missing"
+    assert obj.group == "dbtier-backup"
+    assert DB.file("/var/backups/dbtier/repository.json").group == "dbtier-backup"
+    # ops1 (verify, cleanup, restores) reads, authenticates and decrypts what db1 archived
+    readable = OPS.run(
+        "runuser -u dbtier -- /usr/local/bin/dbtier-job wal-fetch %s /tmp/wal-probe", segment
+    )
     assert readable.rc == 0, f"ops1 cannot read what db1 archived: {readable.stderr}"
