@@ -253,9 +253,8 @@ def test_cleanup_aborts_unfinished_multipart_uploads_after_the_grace_period(
     upload = s3.create_multipart_upload(Bucket=bucket, Key=key)
     s3.upload_part(Bucket=bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1,
                    Body=b"x" * (5 << 20))  # fmt: skip
-    kept = cli(aws, "backup", "cleanup", "--json")
-    assert kept.returncode == 0, kept.stderr
-    assert json.loads(kept.stdout)["deleted_debris"] == []  # younger than 24 h: may be running
+    # moto reports every upload as initiated in 2010, so the grace period itself is tested on
+    # file:// (test_backup_integrity); here: that an unfinished upload is found and aborted.
     done = cli(aws, "backup", "cleanup", "--debris-grace-hours", "0", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["deleted_debris"] == [
