@@ -114,7 +114,9 @@ def test_logical_round_trip_is_identical_and_recorded(source_db: str, store: dic
     assert manifest["row_counts"]["public.scenario_logs"] == 1000
 
     target = f"{dbname(source_db)}_copy"
-    restored = cli(store, "restore", "latest", "--target-db", target, "--json", dsn=source_db)
+    restored = cli(
+        store, "restore", "logical", "latest", "--target-db", target, "--json", dsn=source_db
+    )
     assert restored.returncode == 0, restored.stderr
     assert json.loads(restored.stdout)["validated_tables"] >= len(TABLES)
     copy_dsn = source_db.rsplit("/", 1)[0] + "/" + target
@@ -138,13 +140,13 @@ def test_restore_over_existing_db_takes_safety_backup_first(source_db: str, stor
     with psycopg.connect(source_db) as conn:
         conn.execute("DELETE FROM reports")  # the accident we recover from
 
-    plan = cli(store, "restore", "latest", "--dry-run", "--json", dsn=source_db)
+    plan = cli(store, "restore", "logical", "latest", "--dry-run", "--json", dsn=source_db)
     assert plan.returncode == 0, plan.stderr
     assert json.loads(plan.stdout)["safety_backup"] is True
     with psycopg.connect(source_db) as conn:
         assert conn.execute("SELECT count(*) FROM reports").fetchone()[0] == 0  # dry run
 
-    done = cli(store, "restore", "latest", "--json", dsn=source_db)
+    done = cli(store, "restore", "logical", "latest", "--json", dsn=source_db)
     assert done.returncode == 0, done.stderr
     safety_id = json.loads(done.stdout)["safety_backup_id"]
     assert safety_id and safety_id.endswith("-safety")
@@ -166,7 +168,7 @@ def test_tampered_object_fails_verify_and_restore_names_it(source_db: str, store
     assert verify.returncode == 1
     assert "dump.pgc.zst.enc" in verify.stderr.strip().splitlines()[-1]
     target = f"{dbname(source_db)}_tampered"
-    restore = cli(store, "restore", "latest", "--target-db", target, dsn=source_db)
+    restore = cli(store, "restore", "logical", "latest", "--target-db", target, dsn=source_db)
     assert restore.returncode == 1
     assert "dump.pgc.zst.enc" in restore.stderr.strip().splitlines()[-1]
     with psycopg.connect(source_db) as conn:
@@ -220,7 +222,15 @@ def test_wrong_or_missing_key_fails_before_writing(source_db: str, store: dict) 
     wrong.write_bytes(os.urandom(32))
 
     proc = cli(
-        store, "restore", "latest", "--key", f"file:{wrong}", "--target-db", "x", dsn=source_db
+        store,
+        "restore",
+        "logical",
+        "latest",
+        "--key",
+        f"file:{wrong}",
+        "--target-db",
+        "x",
+        dsn=source_db,
     )
     # A wrong key is a configuration error (exit 2), named before anything is touched.
     last = proc.stderr.strip().splitlines()[-1]
@@ -339,6 +349,7 @@ def test_pitr_restores_exactly_to_the_target_time(
     restored = cli_as_server(
         store,
         "restore",
+        "pitr",
         "--target-time",
         target.isoformat(),
         "--data-dir",
@@ -379,6 +390,7 @@ def test_pitr_restores_exactly_to_the_target_time(
     early = cli(
         store,
         "restore",
+        "pitr",
         "--target-time",
         "2020-01-01 00:00:00+00",
         "--data-dir",
@@ -389,6 +401,7 @@ def test_pitr_restores_exactly_to_the_target_time(
     late = cli(
         store,
         "restore",
+        "pitr",
         "--target-time",
         "2099-01-01 00:00:00+00",
         "--data-dir",
@@ -431,6 +444,7 @@ def test_pitr_with_a_missing_wal_segment_fails_clearly(
         proc = cli(
             store,
             "restore",
+            "pitr",
             "--target-time",
             target.isoformat(),
             "--data-dir",

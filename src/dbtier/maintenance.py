@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
@@ -10,12 +9,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from . import catalog, keys
+from . import catalog, db, keys
 from .config import Settings
 from .errors import DbtierError, UsageError
 from .jobs import Job, log, run_job
-from .pgcluster import LocalCluster, chown_to_server_user
-from .pgtools import program
+from .pgcluster import LocalCluster, scratch_dir
+from .pgtools import last_line, program
 from .pipeline import verify_object
 from .repository import Repository, open_repository
 from .restore import _download, _pg_restore_list, count_rows
@@ -120,18 +119,23 @@ def _missing_wal(repo: Repository, manifest: catalog.Manifest) -> list[str]:
 def _deep_base(
     settings: Settings, repo: Repository, provider: Any, manifest: catalog.Manifest
 ) -> dict[str, Any]:
-    """Recover the base backup to its consistency point in a scratch directory, then drop it."""
-    from .restore import recover
+    """Recover the base backup to its consistency point in a private scratch directory, on its
+    own timeline, shut down there (never promoted: no new timeline, nothing archived), drop it."""
+    from .restore import RecoveryTarget, recover
 
-    base = Path(tempfile.mkdtemp(prefix="dbtier-deep-", dir="/tmp"))
-    base.chmod(0o755)
-    if os.geteuid() == 0:
-        chown_to_server_user(base)  # the server writes its log there
+    base = scratch_dir("dbtier-deep-")
     try:
         result = recover(
-            settings, repo, provider, manifest, base / "data", "recovery_target = 'immediate'"
+            settings,
+            repo,
+            provider,
+            manifest,
+            base / "data",
+            RecoveryTarget.immediate(),
+            timeline=str(manifest.timeline or "current"),
+            action="shutdown",
         )
-        return {"consistent": True, "seconds": result["seconds"]}
+        return {"consistent": True, "state": result["state"], "seconds": result["seconds"]}
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
@@ -139,28 +143,14 @@ def _deep_base(
 def _deep_logical(
     settings: Settings, manifest: catalog.Manifest, dump: Path, major: int
 ) -> dict[str, Any]:
-    """Restore into a scratch cluster and compare every table's row count."""
-    base = Path(tempfile.mkdtemp(prefix="dbtier-deep-", dir="/tmp"))
-    cluster = LocalCluster(base=base, major=major)
+    """Restore into a scratch cluster and compare every table's row count. The dump stays in
+    its private directory: pg_restore runs as this user and sends it over the connection."""
+    cluster = LocalCluster(base=scratch_dir("dbtier-deep-"), major=major)
     try:
         cluster.init()
         cluster.start()
-        dump.parent.chmod(0o755)
-        dump.chmod(0o644)
-        subprocess.run(
-            [
-                program("createdb", major, settings.pg_bindir),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(cluster.port),
-                "-U",
-                "postgres",
-                "verify",
-            ],
-            check=True,
-            capture_output=True,
-        )
+        with db.connect(cluster.dsn(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE verify")
         proc = subprocess.run(
             [
                 program("pg_restore", major, settings.pg_bindir),
@@ -183,7 +173,7 @@ def _deep_logical(
         )
         if proc.returncode != 0:
             raise DbtierError(
-                f"deep verify: pg_restore failed: {proc.stderr.strip().splitlines()[-1]}"
+                f"deep verify: pg_restore failed: {last_line(proc.stderr, proc.returncode)}"
             )
         actual = count_rows(cluster.dsn("verify"), sorted(manifest.row_counts))
         bad = [t for t in manifest.row_counts if actual[t] != manifest.row_counts[t]]
