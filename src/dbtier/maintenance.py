@@ -54,7 +54,8 @@ def list_all(settings: Settings) -> list[dict[str, Any]]:
 def verify(settings: Settings, ref: str, *, deep: bool = False) -> dict[str, Any]:
     provider = keys.from_settings(settings)
     repo = _repo(settings)
-    manifest = catalog.find_backup(repo, ref, kinds=("logical", "safety", "base"))
+    # `latest` never means a safety backup (those are verified by id)
+    manifest = catalog.find_backup(repo, ref, kinds=("logical", "base"))
     data_key = keys.unwrap_data_key(provider, manifest.encryption["data_key"])
     job = Job(
         name="verify", kind="verify", backup_id=f"{catalog.new_backup_id('verify')}-{manifest.id}"
