@@ -207,18 +207,18 @@ class LocalCluster:
                     proc.kill()
                     proc.wait()
 
-    def control_state(self) -> str:
-        """'Database cluster state' from pg_controldata, e.g. 'shut down in recovery'."""
+    def control_data(self) -> dict[str, str]:
+        """pg_controldata's fields, e.g. {'Database cluster state': 'shut down in recovery'}."""
         proc = subprocess.run(
             _as_server_user([str(pg_bindir(self.major) / "pg_controldata"), str(self.datadir)]),
             capture_output=True,
             text=True,
             check=False,
         )
-        for line in proc.stdout.splitlines():
-            if line.startswith("Database cluster state:"):
-                return line.split(":", 1)[1].strip()
-        return f"unknown (pg_controldata: {(proc.stderr or '').strip() or proc.returncode})"
+        if proc.returncode != 0:
+            raise DbtierError(f"pg_controldata failed: {(proc.stderr or '').strip()[:200]}")
+        pairs = (line.split(":", 1) for line in proc.stdout.splitlines() if ":" in line)
+        return {key.strip(): value.strip() for key, value in pairs}
 
     def destroy(self) -> None:
         self.stop("immediate")
