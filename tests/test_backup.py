@@ -845,11 +845,14 @@ def test_deep_verify_keeps_decrypted_data_private(source_db: str, store: dict) -
     assert cli(store, "backup", "full", dsn=source_db).returncode == 0
     exposed: set[str] = set()
     stop = threading.Event()
-    before = set(Path("/tmp").glob("dbtier-*"))
+    # Only what verify creates (other test clusters under /tmp are not its business).
+    scratch = ("dbtier-verify-*", "dbtier-deep-*")
+    before = {p for pattern in scratch for p in Path("/tmp").glob(pattern)}
 
     def watch() -> None:
         while not stop.is_set():
-            for top in set(Path("/tmp").glob("dbtier-*")) - before:
+            now = {p for pattern in scratch for p in Path("/tmp").glob(pattern)}
+            for top in now - before:
                 for path in [top, *top.rglob("*")]:
                     try:
                         mode = path.lstat().st_mode

@@ -109,8 +109,9 @@ def test_s3_kms_backup_dr_copy_and_restore_from_the_dr_bucket(
     assert verified.returncode == 0, verified.stderr
 
     target = f"{source_db.rsplit('/', 1)[1]}_dr"
-    restored = cli(aws, "restore", "logical", f"{dr_repo}/backups/{backup_id}", "--target-db", target,
-                   "--region", "eu-west-1", "--json", DATABASE_URL=source_db)  # fmt: skip
+    restored = cli(aws, "restore", "logical", f"{dr_repo}/backups/{backup_id}",
+                   "--target-db", target, "--region", "eu-west-1", "--json",
+                   DATABASE_URL=source_db)  # fmt: skip
     assert restored.returncode == 0, restored.stderr
     copy_dsn = source_db.rsplit("/", 1)[0] + "/" + target
     try:

@@ -229,6 +229,8 @@ def restore_logical(
     target = target_db or _default_target(manifest)
     if not target:
         raise UsageError("no target database (pass --target-db)")
+    if target in ("postgres", "template0", "template1"):
+        raise UsageError(f"refusing to restore over the {target} database: pass --target-db")
     names = SwapNames.for_target(target, catalog.now_utc())
     admin_dsn = _dsn_for(dsn, "postgres")
     with db.connect(admin_dsn, autocommit=True) as conn:
@@ -316,9 +318,7 @@ def _restore_into_staging(
     On failure the staging database is left for inspection and the error says how to drop it."""
     admin_dsn = _dsn_for(dsn, "postgres")
     with db.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(names.staging))
-        )
+        conn.execute(_create_staging(conn, names))
     left = (
         f"{names.target} untouched; staging database {names.staging} left for inspection, "
         f"drop it with: {_drop_command(admin_dsn, names.staging)}"
@@ -354,6 +354,22 @@ def _restore_into_staging(
     except BaseException:
         log("restore.left", "error", database=names.staging, detail=left)
         raise
+
+
+def _create_staging(conn: psycopg.Connection, names: SwapNames) -> sql.Composed:
+    """CREATE DATABASE for the staging database: like the live one (owner, encoding, locale)
+    when it exists, so the swap changes the content only."""
+    row = conn.execute(
+        "SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype "
+        "FROM pg_database WHERE datname = %s",
+        (names.target,),
+    ).fetchone()
+    create = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(names.staging))
+    if row is None:
+        return create
+    return sql.SQL("{} OWNER {} ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
+        create, sql.Identifier(row[0]), *(sql.Literal(v) for v in row[1:])
+    )
 
 
 def _swap(admin_dsn: str, names: SwapNames, exists: bool) -> None:
