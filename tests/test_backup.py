@@ -697,6 +697,54 @@ def test_a_failed_pg_restore_leaves_the_live_database_and_says_how_to_clean_up(
     assert databases_like(source_db, f"{dbname(source_db)}__%") == []
 
 
+@pytest.fixture
+def two_phase_cluster() -> Iterator[LocalCluster]:
+    """A cluster that allows prepared transactions: one of them pins a database (no rename)."""
+    base = shared_dir("dbtier-2pc-")
+    cluster = LocalCluster(base=base, settings={"max_prepared_transactions": "4"})
+    cluster.init()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_failed_swap_leaves_the_live_database_in_service(
+    two_phase_cluster: LocalCluster, store: dict
+) -> None:
+    with psycopg.connect(two_phase_cluster.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE live")
+    live = two_phase_cluster.dsn("live")
+    migrations.migrate(live, SQL_DIR)
+    sampledata.load(live, sampledata.SampleSize(scenarios=3, logs_per_scenario=10))
+    assert cli(store, "backup", "full", dsn=live).returncode == 0
+    with psycopg.connect(live, autocommit=True) as conn:
+        conn.execute("DELETE FROM reports")
+    before = fingerprints(live)
+    pinned = psycopg.connect(live)
+    pinned.execute("SELECT 1")
+    pinned.execute("PREPARE TRANSACTION 'pin'")  # survives pg_terminate_backend
+    pinned.close()
+    try:
+        proc = cli(store, "restore", "logical", dsn=live)
+        assert proc.returncode == 1, proc.stderr
+        last = proc.stderr.strip().splitlines()[-1]
+        assert "swap failed, live untouched" in last and "drop it with: " in last
+        assert fingerprints(live) == before  # and it takes connections again
+        [staging] = databases_like(live, "live__new_%")
+        assert databases_like(live, "live__pre_%") == []
+    finally:
+        with psycopg.connect(live, autocommit=True) as conn:
+            conn.execute("ROLLBACK PREPARED 'pin'")
+    drop = last.split("drop it with: ", 1)[1].rstrip(")")
+    assert staging in drop
+    done = subprocess.run(shlex.split(drop), capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert databases_like(live, "live__%") == []
+
+
 # ------------------------------------------------------- C: content checked before start
 
 

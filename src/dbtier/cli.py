@@ -292,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Operations tooling for the mockupAWS PostgreSQL tier.",
         epilog="Connection: --dsn URL, else $DATABASE_URL, else the PG* variables. "
         "Exit codes: 0 ok, 1 failed, 2 bad input, 3 checksum drift, 4 lock timeout, "
-        "5 cannot connect.",
+        "5 cannot connect, 143 stopped by SIGTERM.",
     )
     parser.add_argument("--version", action="version", version=f"dbtier {__version__}")
     output = argparse.ArgumentParser(add_help=False)
