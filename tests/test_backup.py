@@ -638,7 +638,7 @@ def test_logical_restore_swaps_in_and_keeps_the_live_database_with_late_writes(
 
     # The printed command drops the kept copy.
     drop = subprocess.run(
-        [*shlex.split(result["drop_kept_database"])], capture_output=True, text=True, check=False
+        shlex.split(result["drop_kept_database"]), capture_output=True, text=True, check=False
     )
     assert drop.returncode == 0, drop.stderr
     assert databases_like(live, f"{dbname(live)}__%") == []

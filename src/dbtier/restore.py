@@ -435,11 +435,12 @@ def _safety_backup(settings: Settings, dsn: str, names: SwapNames) -> str:
             kind="safety",
             database_dsn=_dsn_for(dsn, names.aside),
         )
-    except DbtierError as exc:
+    except (DbtierError, psycopg.Error) as exc:
+        reason = f"PostgreSQL: {db.first_line(exc)}" if isinstance(exc, psycopg.Error) else exc
         raise DbtierError(
             f"restored {names.target}, but the safety backup of the kept database "
-            f"{names.aside} failed: {exc} (the old data is still in {names.aside})",
-            exc.exit_code,
+            f"{names.aside} failed: {reason} (the old data is still in {names.aside})",
+            getattr(exc, "exit_code", None),
         ) from None
     log("restore.safety_backup", backup_id=safety["backup_id"], database=names.aside)
     return str(safety["backup_id"])
