@@ -58,7 +58,7 @@ for _ in $(seq 1 60); do
   sleep 1
 done
 started=$(date +%s.%N)
-job_db restore --quiet --json --target-time "$target" --data-dir "$DRILL_DIR" \
+job_db restore pitr --quiet --json --target-time "$target" --data-dir "$DRILL_DIR" \
   --port "$DRILL_PORT" --keep-running >/dev/null
 rto=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" \
   "$started" "$(date +%s.%N)")

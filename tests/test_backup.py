@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -17,8 +20,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from dbtier import catalog, keys, migrations, sampledata
+from dbtier import catalog, config, keys, migrations, restore, sampledata
+from dbtier.errors import DbtierError
 from dbtier.pgcluster import LocalCluster, chown_to_server_user
+from dbtier.pgtools import Child
 from dbtier.repository import FileRepository
 
 from .conftest import (
@@ -128,7 +133,9 @@ def test_logical_round_trip_is_identical_and_recorded(source_db: str, store: dic
     assert manifest.row_counts["public.scenario_logs"] == 1000
 
     target = f"{dbname(source_db)}_copy"
-    restored = cli(store, "restore", "latest", "--target-db", target, "--json", dsn=source_db)
+    restored = cli(
+        store, "restore", "logical", "latest", "--target-db", target, "--json", dsn=source_db
+    )
     assert restored.returncode == 0, restored.stderr
     assert json.loads(restored.stdout)["validated_tables"] >= len(TABLES)
     copy_dsn = source_db.rsplit("/", 1)[0] + "/" + target
@@ -146,29 +153,6 @@ def test_logical_round_trip_is_identical_and_recorded(source_db: str, store: dic
         conn.execute(f'DROP DATABASE "{target}" WITH (FORCE)')
 
 
-def test_restore_over_existing_db_takes_safety_backup_first(source_db: str, store: dict) -> None:
-    assert cli(store, "backup", "full", dsn=source_db).returncode == 0
-    before = fingerprints(source_db)
-    with psycopg.connect(source_db) as conn:
-        conn.execute("DELETE FROM reports")  # the accident we recover from
-
-    plan = cli(store, "restore", "latest", "--dry-run", "--json", dsn=source_db)
-    assert plan.returncode == 0, plan.stderr
-    assert json.loads(plan.stdout)["safety_backup"] is True
-    with psycopg.connect(source_db) as conn:
-        assert conn.execute("SELECT count(*) FROM reports").fetchone()[0] == 0  # dry run
-
-    done = cli(store, "restore", "latest", "--json", dsn=source_db)
-    assert done.returncode == 0, done.stderr
-    safety_id = json.loads(done.stdout)["safety_backup_id"]
-    assert safety_id and safety_id.endswith("-safety")
-    assert fingerprints(source_db) == before
-    kinds = [
-        b["kind"] for b in json.loads(cli(store, "backup", "list", "--json").stdout)["backups"]
-    ]
-    assert sorted(kinds) == ["logical", "safety"]
-
-
 def test_tampered_object_fails_verify_and_restore_names_it(source_db: str, store: dict) -> None:
     assert cli(store, "backup", "full", dsn=source_db).returncode == 0
     [dump] = list(store["repo"].glob("backups/*/dump.pgc.zst.enc"))
@@ -180,7 +164,7 @@ def test_tampered_object_fails_verify_and_restore_names_it(source_db: str, store
     assert verify.returncode == 1
     assert "dump.pgc.zst.enc" in verify.stderr.strip().splitlines()[-1]
     target = f"{dbname(source_db)}_tampered"
-    restore = cli(store, "restore", "latest", "--target-db", target, dsn=source_db)
+    restore = cli(store, "restore", "logical", "latest", "--target-db", target, dsn=source_db)
     assert restore.returncode == 1
     assert "dump.pgc.zst.enc" in restore.stderr.strip().splitlines()[-1]
     with psycopg.connect(source_db) as conn:
@@ -234,7 +218,15 @@ def test_wrong_or_missing_key_fails_before_writing(source_db: str, store: dict) 
     wrong.write_bytes(os.urandom(32))
 
     proc = cli(
-        store, "restore", "latest", "--key", f"file:{wrong}", "--target-db", "x", dsn=source_db
+        store,
+        "restore",
+        "logical",
+        "latest",
+        "--key",
+        f"file:{wrong}",
+        "--target-db",
+        "x",
+        dsn=source_db,
     )
     # A wrong key is a configuration error (exit 2), named before anything is touched.
     last = proc.stderr.strip().splitlines()[-1]
@@ -352,6 +344,7 @@ def test_pitr_restores_exactly_to_the_target_time(
     restored = cli_as_server(
         store,
         "restore",
+        "pitr",
         "--target-time",
         target.isoformat(),
         "--data-dir",
@@ -390,6 +383,7 @@ def test_pitr_restores_exactly_to_the_target_time(
     early = cli(
         store,
         "restore",
+        "pitr",
         "--target-time",
         "2020-01-01 00:00:00+00",
         "--data-dir",
@@ -400,6 +394,7 @@ def test_pitr_restores_exactly_to_the_target_time(
     late = cli(
         store,
         "restore",
+        "pitr",
         "--target-time",
         "2099-01-01 00:00:00+00",
         "--data-dir",
@@ -440,6 +435,7 @@ def test_pitr_with_a_missing_wal_segment_fails_clearly(
         proc = cli(
             store,
             "restore",
+            "pitr",
             "--target-time",
             target.isoformat(),
             "--data-dir",
@@ -487,3 +483,607 @@ def test_base_backup_unpacking_refuses_escaping_members(
     with tarfile.open(fileobj=buffer, mode="r|") as tar, pytest.raises(DbtierError, match="unsafe"):
         restore._safe_extract(tar, tmp_path / "data")
     assert not (tmp_path / "evil").exists()
+
+
+# ============================================================ restore safety (items 3, 9-13)
+
+
+def admin(dsn: str) -> str:
+    return dsn.rsplit("/", 1)[0] + "/postgres"
+
+
+def databases_like(dsn: str, pattern: str) -> list[str]:
+    with psycopg.connect(admin(dsn)) as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY 1", (pattern,)
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def drop_databases(dsn: str, names: list[str]) -> None:
+    with psycopg.connect(admin(dsn), autocommit=True) as conn:
+        for name in names:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
+    """The whole of stderr when a command is refused: one line, no traceback."""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+def bigger_db(dsn: str) -> str:
+    migrations.migrate(dsn, SQL_DIR)
+    sampledata.load(
+        dsn, sampledata.SampleSize(scenarios=40, logs_per_scenario=4000, metrics_per_scenario=100)
+    )
+    return dsn
+
+
+# ------------------------------------------------------------------------ A: explicit modes
+
+
+def test_restore_without_an_explicit_mode_is_refused_and_touches_nothing(
+    source_db: str, store: dict
+) -> None:
+    assert cli(store, "backup", "full", dsn=source_db).returncode == 0
+    with psycopg.connect(source_db) as conn:
+        conn.execute("DELETE FROM reports")
+    after_accident = fingerprints(source_db)
+
+    # Once, an empty --target-time meant "logical restore of latest over the live database".
+    for args in (
+        ["restore", "--target-time", "", "--data-dir", ""],
+        ["restore", "--data-dir", str(store["base"] / "pitr")],
+        ["restore", "latest"],
+        ["restore"],
+    ):
+        proc = cli(store, *args, dsn=source_db)
+        assert proc.returncode == 2, (args, proc.stderr)
+        one_line_error(proc)
+    assert "logical" in proc.stderr and "pitr" in proc.stderr and "rds" in proc.stderr
+
+    refused = {
+        # empty values
+        ("pitr", "--target-time", "", "--data-dir", "/tmp/x"): "--target-time",
+        ("pitr", "--target-time", "2026-01-01", "--data-dir", ""): "--data-dir",
+        ("rds", "--rds-instance", "a", "--new-instance", "b", "--target-time", ""): "empty",
+        ("logical", "", "--target-db", "x"): "empty",
+        # options of another mode
+        ("logical", "--data-dir", "/tmp/x"): "--data-dir",
+        ("logical", "--target-time", "2026-01-01"): "--target-time",
+        (
+            "pitr",
+            "--target-time",
+            "2026-01-01",
+            "--data-dir",
+            "/x",
+            "--target-db",
+            "d",
+        ): "target-db",
+        ("pitr", "--target-time", "2026-01-01", "--data-dir", "/x", "--dsn", "x"): "--dsn",
+        ("rds", "--rds-instance", "a", "--new-instance", "b", "--repo", "file:///x"): "--repo",
+        # what a mode needs
+        ("pitr", "--data-dir", "/tmp/x"): "--target-time",
+        ("rds", "--rds-instance", "a"): "--new-instance",
+    }
+    for args, named in refused.items():
+        proc = cli(store, "restore", *args, dsn=source_db)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert named in one_line_error(proc), (args, proc.stderr)
+    assert fingerprints(source_db) == after_accident
+    assert databases_like(source_db, f"{dbname(source_db)}_%") == []
+
+
+# ----------------------------------------------------------------- B: staging, swap, keep
+
+
+def test_logical_restore_swaps_in_and_keeps_the_live_database_with_late_writes(
+    database: str, store: dict
+) -> None:
+    live = bigger_db(database)
+    made = cli(store, "backup", "full", "--json", dsn=live)
+    assert made.returncode == 0, made.stderr
+    logical_id = json.loads(made.stdout)["backup_id"]
+    backed_up = fingerprints(live)
+    with psycopg.connect(live) as conn:
+        conn.execute("DELETE FROM reports")  # the accident we recover from
+        conn.execute("CREATE TABLE late_writes (note text)")
+
+    plan = cli(store, "restore", "logical", "--dry-run", "--json", dsn=live)
+    assert plan.returncode == 0, plan.stderr
+    planned = json.loads(plan.stdout)
+    assert planned["backup_id"] == logical_id and planned["kept_database"].startswith(
+        f"{dbname(live)}__pre_"
+    )
+
+    # An application session on the live database, open before the restore starts.
+    app = psycopg.connect(live, autocommit=True)
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "dbtier"), "restore", "logical", "latest", "--json", "-j", "2"],
+        env={**os.environ, "DBTIER_CONFIG": str(store["config"]), "DATABASE_URL": live},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not databases_like(live, f"{dbname(live)}__new_%") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # pg_restore is filling the staging database: the live one still takes writes.
+    app.execute("INSERT INTO late_writes VALUES ('written during the restore')")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    result = json.loads(out)
+
+    kept = result["kept_database"]
+    assert kept.startswith(f"{dbname(live)}__pre_") and kept in err
+    assert fingerprints(live) == backed_up  # the restored database is now the live one
+    kept_dsn = live.rsplit("/", 1)[0] + "/" + kept
+    with psycopg.connect(kept_dsn) as conn:
+        assert conn.execute("SELECT note FROM late_writes").fetchall() == [
+            ("written during the restore",)
+        ]
+        assert conn.execute("SELECT count(*) FROM reports").fetchone()[0] == 0
+    with pytest.raises(psycopg.OperationalError):  # its session was ended for the rename
+        app.execute("SELECT 1")
+    app.close()
+    assert databases_like(live, f"{dbname(live)}__new_%") == []
+
+    # The safety backup was taken of the kept copy, after the swap; `latest` is still the
+    # logical backup, the safety one is restored only by its id (into the original name).
+    safety_id = result["safety_backup_id"]
+    assert safety_id and safety_id.endswith("-safety")
+    listed = json.loads(cli(store, "backup", "list", "--json").stdout)["backups"]
+    assert sorted(b["kind"] for b in listed) == ["logical", "safety"]
+    again = json.loads(cli(store, "restore", "logical", "--dry-run", "--json", dsn=live).stdout)
+    assert again["backup_id"] == logical_id
+    by_id = json.loads(
+        cli(store, "restore", "logical", safety_id, "--dry-run", "--json", dsn=live).stdout
+    )
+    assert by_id["kind"] == "safety" and by_id["target_database"] == dbname(live)
+    verified = json.loads(cli(store, "backup", "verify", "latest", "--json").stdout)
+    assert verified["backup_id"] == logical_id
+
+    # The printed command drops the kept copy.
+    drop = subprocess.run(
+        shlex.split(result["drop_kept_database"]), capture_output=True, text=True, check=False
+    )
+    assert drop.returncode == 0, drop.stderr
+    assert databases_like(live, f"{dbname(live)}__%") == []
+
+
+def test_a_name_too_long_for_the_staging_names_is_refused_before_anything(
+    source_db: str, store: dict
+) -> None:
+    assert cli(store, "backup", "full", dsn=source_db).returncode == 0
+    long_name = "l" * 63  # PostgreSQL's limit: "<name>__dbtier_restore" was cut back to it
+    with psycopg.connect(admin(source_db), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{long_name}"')
+    long_dsn = source_db.rsplit("/", 1)[0] + "/" + long_name
+    try:
+        with psycopg.connect(long_dsn, autocommit=True) as conn:
+            conn.execute("CREATE TABLE precious AS SELECT 42 AS answer")
+        for name in (long_name, "m" * 60):
+            proc = cli(store, "restore", "logical", "--target-db", name, dsn=source_db)
+            assert proc.returncode == 2, proc.stderr
+            line = one_line_error(proc)
+            assert "at most 43 bytes" in line and "shorter --target-db" in line
+        with psycopg.connect(long_dsn) as conn:
+            assert conn.execute("SELECT answer FROM precious").fetchone()[0] == 42
+        assert databases_like(source_db, "l%") == [long_name]
+        assert databases_like(source_db, "m%") == []
+    finally:
+        drop_databases(source_db, [long_name])
+
+
+def test_a_failed_pg_restore_leaves_the_live_database_and_says_how_to_clean_up(
+    source_db: str, store: dict
+) -> None:
+    role = f"gone_{dbname(source_db)}"
+    with psycopg.connect(source_db, autocommit=True) as conn:
+        conn.execute(f'CREATE ROLE "{role}"')
+        conn.execute("CREATE TABLE owned_by_a_role (x int)")
+        conn.execute(f'ALTER TABLE owned_by_a_role OWNER TO "{role}"')
+    assert cli(store, "backup", "full", dsn=source_db).returncode == 0
+    with psycopg.connect(source_db, autocommit=True) as conn:
+        conn.execute("DROP TABLE owned_by_a_role")
+        conn.execute(f'DROP ROLE "{role}"')  # pg_restore's ALTER ... OWNER TO now fails
+        conn.execute("DELETE FROM reports")
+    before = fingerprints(source_db)
+
+    proc = cli(store, "restore", "logical", dsn=source_db)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "pg_restore failed" in last and f"{dbname(source_db)} untouched" in last
+    [staging] = databases_like(source_db, f"{dbname(source_db)}__new_%")
+    assert f"staging database {staging} left" in last
+    assert fingerprints(source_db) == before
+    assert databases_like(source_db, f"{dbname(source_db)}__pre_%") == []
+    drop = last.split("drop it with: ", 1)[1].rstrip(")")
+    done = subprocess.run(shlex.split(drop), capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert databases_like(source_db, f"{dbname(source_db)}__%") == []
+
+
+@pytest.fixture
+def two_phase_cluster() -> Iterator[LocalCluster]:
+    """A cluster that allows prepared transactions: one of them pins a database (no rename)."""
+    base = shared_dir("dbtier-2pc-")
+    cluster = LocalCluster(base=base, settings={"max_prepared_transactions": "4"})
+    cluster.init()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_failed_swap_leaves_the_live_database_in_service(
+    two_phase_cluster: LocalCluster, store: dict
+) -> None:
+    with psycopg.connect(two_phase_cluster.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE live")
+    live = two_phase_cluster.dsn("live")
+    migrations.migrate(live, SQL_DIR)
+    sampledata.load(live, sampledata.SampleSize(scenarios=3, logs_per_scenario=10))
+    assert cli(store, "backup", "full", dsn=live).returncode == 0
+    with psycopg.connect(live, autocommit=True) as conn:
+        conn.execute("DELETE FROM reports")
+    before = fingerprints(live)
+    pinned = psycopg.connect(live)
+    pinned.execute("SELECT 1")
+    pinned.execute("PREPARE TRANSACTION 'pin'")  # survives pg_terminate_backend
+    pinned.close()
+    try:
+        proc = cli(store, "restore", "logical", dsn=live)
+        assert proc.returncode == 1, proc.stderr
+        last = proc.stderr.strip().splitlines()[-1]
+        assert "swap failed, live untouched" in last and "drop it with: " in last
+        assert fingerprints(live) == before  # and it takes connections again
+        [staging] = databases_like(live, "live__new_%")
+        assert databases_like(live, "live__pre_%") == []
+    finally:
+        with psycopg.connect(live, autocommit=True) as conn:
+            conn.execute("ROLLBACK PREPARED 'pin'")
+    drop = last.split("drop it with: ", 1)[1].rstrip(")")
+    assert staging in drop
+    done = subprocess.run(shlex.split(drop), capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert databases_like(live, "live__%") == []
+
+
+# ------------------------------------------------------- C: content checked before start
+
+
+def test_pitr_refuses_a_base_backup_whose_content_differs_from_the_manifest(
+    archiving_cluster: LocalCluster, store: dict
+) -> None:
+    """In-process: the manifest object's raw_sha256 is changed (no tampering with the stored
+    manifest, which the integrator's MAC will protect): recovery stops before any server."""
+    dsn = archiving_cluster.dsn()
+    made = cli(store, "backup", "base", "--json", dsn=dsn)
+    assert made.returncode == 0, made.stderr
+    backup_id = json.loads(made.stdout)["backup_id"]
+    settings = config.load(str(store["config"]))
+    repo = FileRepository(store["repo"])
+    provider = keys.from_settings(settings)
+    manifest = catalog.find_backup(repo, provider, backup_id, kinds=("base",))
+    wrong = dataclasses.replace(manifest.objects[0], raw_sha256="0" * 64)
+    tampered = dataclasses.replace(manifest, objects=[wrong])
+
+    parent = shared_dir("dbtier-tampered-")
+    try:
+        with pytest.raises(DbtierError, match="content checksum mismatch"):
+            restore.recover(
+                settings,
+                repo,
+                provider,
+                tampered,
+                parent / "data",
+                restore.RecoveryTarget.immediate(),
+            )
+        assert list((parent / "data").iterdir()) == []  # nothing unverified left to start
+        assert not (parent / "postgres.log").exists()  # no server was started
+        # the untampered manifest recovers (same code path, same repository)
+        done = restore.recover(
+            settings,
+            repo,
+            provider,
+            manifest,
+            parent / "data",
+            restore.RecoveryTarget.immediate(),
+            timeline=str(manifest.timeline),
+            action="shutdown",
+        )
+        assert done["state"] == "shut down in recovery"
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+    # the logical path's download checks raw size as well as raw sha256
+    wrong_size = dataclasses.replace(manifest.objects[0], raw_size=1)
+    work = shared_dir("dbtier-download-")
+    try:
+        with pytest.raises(DbtierError, match="content size mismatch after decryption"):
+            restore._download(
+                repo, dataclasses.replace(manifest, objects=[wrong_size]), provider, work
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# --------------------------------------------------- D: scratch servers never archive
+
+
+@pytest.fixture
+def self_archiving_cluster(store: dict) -> Iterator[tuple[LocalCluster, Path]]:
+    """A cluster whose archive settings live in its data directory (postgresql.auto.conf), so
+    every base backup carries them; archive_command also notes which data directory ran it."""
+    base = shared_dir("dbtier-selfarch-")
+    marker = shared_dir("dbtier-marker-")
+    cluster = LocalCluster(base=base, settings={"wal_level": "replica", "max_wal_senders": "4"})
+    cluster.init()
+    push = f"DBTIER_CONFIG={store['config']} {SERVER_DBTIER} wal-push --quiet %p"
+    command = f'echo "$PWD %f" >> {marker}/archived.log && {push}'
+    with (cluster.datadir / "postgresql.auto.conf").open("a") as conf:
+        conf.write(f"archive_mode = on\narchive_command = '{command}'\n")
+    hba = cluster.datadir / "pg_hba.conf"
+    hba.write_text(hba.read_text() + "\nhost replication all 127.0.0.1/32 trust\n")
+    cluster.start()
+    try:
+        yield cluster, marker
+    finally:
+        cluster.destroy()
+        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(marker, ignore_errors=True)
+
+
+def test_deep_verify_and_pitr_servers_archive_nothing(
+    self_archiving_cluster: tuple[LocalCluster, Path], store: dict
+) -> None:
+    cluster, marker = self_archiving_cluster
+    dsn = cluster.dsn()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t AS SELECT generate_series(1, 1000) AS x")
+    made = cli(store, "backup", "base", "--json", dsn=dsn)
+    assert made.returncode == 0, made.stderr
+    backup_id = json.loads(made.stdout)["backup_id"]
+
+    deep = cli(store, "backup", "verify", backup_id, "--deep", "--json")
+    assert deep.returncode == 0, deep.stderr
+    assert json.loads(deep.stdout)["recovery"]["state"] == "shut down in recovery"
+
+    time.sleep(1.2)
+    target = datetime.now(UTC)
+    time.sleep(1.2)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO t VALUES (0)")  # after the target: not recovered
+    wait_archived(dsn, switch_wal(dsn))
+    datadir = shared_dir("dbtier-restored-") / "data"
+    try:
+        restored = cli_as_server(
+            store,
+            "restore",
+            "pitr",
+            "--target-time",
+            target.isoformat(),
+            "--data-dir",
+            str(datadir),
+            "--keep-running",
+            "--json",
+        )
+        assert restored.returncode == 0, restored.stderr
+        port = json.loads(restored.stdout)["port"]
+        recovered = LocalCluster(base=datadir.parent, port=port, data=datadir)
+        with psycopg.connect(recovered.dsn(), autocommit=True) as conn:
+            assert conn.execute("SHOW archive_mode").fetchone()[0] == "off"
+            assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 1000
+            conn.execute("CREATE TABLE written_after_promotion AS SELECT 1")
+            conn.execute("SELECT pg_switch_wal()")
+        time.sleep(2)  # an archiver would have run by now
+        recovered.stop()
+        # persisted config is untouched: the operator's own restart decides about archiving
+        assert "archive_mode = on" in (datadir / "postgresql.auto.conf").read_text()
+    finally:
+        shutil.rmtree(datadir.parent, ignore_errors=True)
+
+    wait_archived(dsn, switch_wal(dsn))  # the production cluster still archives
+    archivers = {line.split(" ")[0] for line in (marker / "archived.log").read_text().splitlines()}
+    assert archivers == {str(cluster.datadir)}
+    timelines = {p.name[:8] for p in (store["repo"] / "wal").iterdir()}
+    assert timelines == {"00000001"}, "a scratch server pushed a new timeline"
+
+
+# ----------------------------------------------------------- E: privacy, locks, children
+
+
+def test_deep_verify_keeps_decrypted_data_private(source_db: str, store: dict) -> None:
+    assert cli(store, "backup", "full", dsn=source_db).returncode == 0
+    exposed: set[str] = set()
+    stop = threading.Event()
+    # Only what verify creates (other test clusters under /tmp are not its business).
+    scratch = ("dbtier-verify-*", "dbtier-deep-*")
+    before = {p for pattern in scratch for p in Path("/tmp").glob(pattern)}
+
+    def watch() -> None:
+        while not stop.is_set():
+            now = {p for pattern in scratch for p in Path("/tmp").glob(pattern)}
+            for top in now - before:
+                for path in [top, *top.rglob("*")]:
+                    try:
+                        mode = path.lstat().st_mode
+                    except OSError:
+                        continue
+                    if not stat.S_ISSOCK(mode) and mode & 0o077:
+                        exposed.add(f"{path} {stat.filemode(mode)}")
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        deep = cli(store, "backup", "verify", "latest", "--deep")
+    finally:
+        stop.set()
+        watcher.join()
+    assert deep.returncode == 0, deep.stderr
+    assert not exposed, sorted(exposed)
+
+
+def test_backup_gives_up_on_a_held_lock_instead_of_queueing_forever(
+    source_db: str, store: dict
+) -> None:
+    with psycopg.connect(source_db) as holder:
+        holder.execute("LOCK TABLE scenarios IN ACCESS EXCLUSIVE MODE")  # e.g. a migration
+        started = time.monotonic()
+        proc = run_backup(store, source_db, BACKUP_LOCK_WAIT_TIMEOUT="1s")
+        assert proc.returncode == 1, proc.stderr
+        assert time.monotonic() - started < 60
+        assert "lock timeout" in one_line_error_tail(proc)
+    assert not list(store["repo"].glob("backups/*/manifest.json"))
+
+
+def run_backup(store: dict, dsn: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(VENV_BIN / "dbtier"), "backup", "full", "--quiet"],
+        env={**os.environ, "DBTIER_CONFIG": str(store["config"]), "DATABASE_URL": dsn, **env},
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+
+
+def one_line_error_tail(proc: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc.stderr.strip().splitlines()[-1]
+
+
+def test_child_hands_every_stderr_line_to_on_line_from_the_first() -> None:
+    failures: list[BaseException] = []
+    previous = threading.excepthook
+    threading.excepthook = lambda args: failures.append(args.exc_value)
+    try:
+        for _ in range(30):
+            seen: list[str] = []
+            child = Child(["sh", "-c", "echo first >&2; echo second >&2"], {}, on_line=seen.append)
+            assert child.wait() == 0
+            assert seen == ["first", "second"]
+    finally:
+        threading.excepthook = previous
+    assert failures == []
+    silent = Child(["sh", "-c", "exit 3"], {})
+    assert silent.wait() == 3 and silent.error_line() == "exit code 3, no message"
+
+
+def test_sigterm_during_a_backup_cleans_up_like_a_failure(database: str, store: dict) -> None:
+    dsn = bigger_db(database)
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "dbtier"), "backup", "full"],
+        env={**os.environ, "DBTIER_CONFIG": str(store["config"]), "DATABASE_URL": dsn},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not list(store["repo"].glob("backups/*/.tmp-*")) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert proc.poll() is None, "the backup finished before it could be stopped"
+    dump_pids = children_named(proc.pid, "pg_dump")
+    assert dump_pids, "no pg_dump running"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "dbtier: error: terminated by SIGTERM"
+    assert not list(store["repo"].glob("backups/*/manifest.json"))
+    assert not list(store["repo"].rglob(".tmp-*"))
+    assert not [pid for pid in dump_pids if Path(f"/proc/{pid}").exists()], "orphan pg_dump"
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT status, error FROM backup_history").fetchall()
+        dumping = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_dump'"
+        ).fetchone()[0]
+    assert rows == [("failed", "terminated by SIGTERM")]
+    assert dumping == 0
+    prom = (store["metrics"] / "dbtier_backup_full.prom").read_text()
+    assert 'dbtier_job_last_status{job="backup_full"} 0' in prom
+
+
+def children_named(parent: int, name: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            comm = (entry / "comm").read_text().strip()
+        except OSError:
+            continue
+        if int(fields[1]) == parent and comm == name:
+            found.append(int(entry.name))
+    return found
+
+
+# ---------------------------------------------------------------------- F: bad input
+
+
+def test_bad_data_directories_are_one_line_usage_errors(store: dict, tmp_path: Path) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory")
+    for datadir, said in (("relative/pitr", "relative"), (str(a_file), "not a directory")):
+        proc = cli(
+            store,
+            "restore",
+            "pitr",
+            "--target-time",
+            "2026-01-01 00:00:00+00",
+            "--data-dir",
+            datadir,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert said in one_line_error(proc)
+
+
+def test_a_child_that_fails_silently_is_named_with_its_exit_code(
+    source_db: str, store: dict
+) -> None:
+    assert cli(store, "backup", "full", dsn=source_db).returncode == 0
+    bindir = shared_dir("dbtier-fakebin-")
+    try:
+        fake = bindir / "pg_restore"
+        fake.write_text("#!/bin/sh\nexit 3\n")  # fails without a word on stderr
+        fake.chmod(0o755)
+        with store["config"].open("a") as conf:
+            conf.write(f'pg_bindir = "{bindir}"\n')
+        for args in (("backup", "verify", "latest"), ("restore", "logical", "--verify-only")):
+            proc = cli(store, *args, dsn=source_db)
+            assert proc.returncode == 1, proc.stderr
+            assert one_line_error_tail(proc).endswith(
+                "pg_restore --list failed: exit code 3, no message"
+            )
+    finally:
+        shutil.rmtree(bindir, ignore_errors=True)
+
+
+def test_an_unknown_setting_is_named_with_the_closest_known_one(store: dict) -> None:
+    with store["config"].open("a") as conf:
+        conf.write("retention_dyas = 7\n")
+    proc = cli(store, "backup", "list")
+    assert proc.returncode == 2
+    line = one_line_error(proc)
+    assert "'retention_dyas'" in line and "did you mean retention_days?" in line
+    assert str(store["config"]) in line
+
+
+def test_settings_files_ansible_writes_are_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "dbtier.toml"
+    path.write_text(
+        'repository = "file:///r"\nkey = "file:/k"\nretention_days = 7\nretention_count = 2\n'
+        'compression_level = 3\nmetrics_dir = "/m"\nlock_wait_timeout = "5min"\n'
+        '[backup]\nstorage_class = "STANDARD_IA"\n'
+    )
+    settings = config.load(str(path))
+    assert (settings.retention_days, settings.lock_wait_timeout) == (7, "5min")
+    assert settings.storage_class == "STANDARD_IA"

@@ -103,7 +103,7 @@ def test_edited_manifest_is_broken_everywhere(
     [row] = json.loads(listed.stdout)["backups"]
     assert row["status"] == "broken" and "authentication failed" in row["reason"]
     # the PITR path does not use it either
-    pitr = cli(store, "restore", "--target-time", "2099-01-01 00:00:00+00", "--data-dir",
+    pitr = cli(store, "restore", "pitr", "--target-time", "2099-01-01 00:00:00+00", "--data-dir",
                str(store["base"] / "never"), "--dry-run")  # fmt: skip
     assert pitr.returncode == 2 and "no base backup" in pitr.stderr
     # and retention is not misled into deleting WAL by it
@@ -160,7 +160,9 @@ def test_one_unreadable_manifest_does_not_take_the_repository_down(
     assert cli(store, "backup", "verify", "latest").returncode == 0
     assert cli(store, "backup", "cleanup", "--json").returncode == 0
     target = f"{source_db.rsplit('/', 1)[1]}_r"
-    restored = cli(store, "restore", "latest", "--target-db", target, "--json", dsn=source_db)
+    restored = cli(
+        store, "restore", "logical", "latest", "--target-db", target, "--json", dsn=source_db
+    )
     assert restored.returncode == 0, restored.stderr
     assert json.loads(restored.stdout)["backup_id"] == good_id
     with psycopg.connect(source_db.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
@@ -543,3 +545,27 @@ def test_killed_job_is_not_left_running_in_backup_history(
         rows = conn.execute("SELECT status, error FROM backup_history ORDER BY id").fetchall()
     assert rows[0][0] == "failed" and f"process {proc.pid}" in rows[0][1]
     assert rows[1] == ("completed", None)
+
+
+def test_pitr_uses_an_older_good_base_when_the_newest_failed_verification(
+    base_backup: dict, store: dict
+) -> None:
+    time.sleep(1.1)
+    made = cli(store, "backup", "base", "--json", dsn=base_backup["dsn"])
+    assert made.returncode == 0, made.stderr
+    newest = json.loads(made.stdout)["backup_id"]
+    wait_archived(base_backup["dsn"], switch_wal(base_backup["dsn"]))
+    target = catalog.iso(catalog.now_utc())
+    plan = cli(store, "restore", "pitr", "--target-time", target, "--data-dir",
+               str(store["base"] / "never"), "--dry-run", "--json")  # fmt: skip
+    assert plan.returncode == 0, plan.stderr
+    assert json.loads(plan.stdout)["base_backup"] == newest
+    # its object loses a byte on disk: verify says so, and PITR (and retention) stop using it
+    obj = store["repo"] / "backups" / newest / "base.tar.zst.enc"
+    obj.write_bytes(obj.read_bytes()[:-1])
+    assert cli(store, "backup", "verify", newest).returncode == 1
+    plan = cli(store, "restore", "pitr", "--target-time", target, "--data-dir",
+               str(store["base"] / "never"), "--dry-run", "--json")  # fmt: skip
+    assert plan.returncode == 0, plan.stderr
+    assert json.loads(plan.stdout)["base_backup"] == base_backup["id"]
+    assert "pitr.skipped_bad_base" in plan.stderr

@@ -110,8 +110,9 @@ def test_s3_kms_backup_dr_copy_and_restore_from_the_dr_bucket(
     assert verified.returncode == 0, verified.stderr
 
     target = f"{source_db.rsplit('/', 1)[1]}_dr"
-    restored = cli(aws, "restore", f"{dr_repo}/backups/{backup_id}", "--target-db", target,
-                   "--region", "eu-west-1", "--json", DATABASE_URL=source_db)  # fmt: skip
+    restored = cli(aws, "restore", "logical", f"{dr_repo}/backups/{backup_id}",
+                   "--target-db", target, "--region", "eu-west-1", "--json",
+                   DATABASE_URL=source_db)  # fmt: skip
     assert restored.returncode == 0, restored.stderr
     copy_dsn = source_db.rsplit("/", 1)[0] + "/" + target
     try:
@@ -181,7 +182,7 @@ def test_tampered_s3_object_fails_verify_and_restore(source_db: str, aws: dict[s
     verified = cli(aws, "backup", "verify", backup_id)
     assert verified.returncode != 0 and "dump.pgc.zst.enc" in verified.stderr.splitlines()[-1]
     restored = cli(
-        aws, "restore", backup_id, "--target-db", "never_created", DATABASE_URL=source_db
+        aws, "restore", "logical", backup_id, "--target-db", "never_created", DATABASE_URL=source_db
     )
     assert restored.returncode != 0
     with psycopg.connect(source_db) as conn:
@@ -218,7 +219,7 @@ def test_rds_point_in_time_restore_creates_a_new_instance(
     client, source = rds
     target_time = time.strftime("%Y-%m-%d %H:%M:%S+00", time.gmtime(time.time() - 60))
     new = f"{source}-pitr"
-    plan = cli(aws, "restore", "--rds-instance", source, "--new-instance", new,
+    plan = cli(aws, "restore", "rds", "--rds-instance", source, "--new-instance", new,
                "--target-time", target_time, "--dry-run", "--json")  # fmt: skip
     assert plan.returncode == 0, plan.stderr
     request = json.loads(plan.stdout)["request"]
@@ -227,7 +228,7 @@ def test_rds_point_in_time_restore_creates_a_new_instance(
         i["DBInstanceIdentifier"] for i in client.describe_db_instances()["DBInstances"]
     ]
 
-    done = cli(aws, "restore", "--rds-instance", source, "--new-instance", new,
+    done = cli(aws, "restore", "rds", "--rds-instance", source, "--new-instance", new,
                "--target-time", target_time, "--json")  # fmt: skip
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
@@ -237,7 +238,7 @@ def test_rds_point_in_time_restore_creates_a_new_instance(
 
 
 def test_rds_restore_of_an_unknown_instance_fails_clearly(aws: dict[str, Any]) -> None:
-    proc = cli(aws, "restore", "--rds-instance", "no-such-db", "--new-instance", "x",
+    proc = cli(aws, "restore", "rds", "--rds-instance", "no-such-db", "--new-instance", "x",
                "--target-time", "2026-01-01 00:00:00+00")  # fmt: skip
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]

@@ -279,20 +279,20 @@ def key_file(tmp_path: Path) -> Path:
 
 def test_file_key_round_trip_raw_and_base64(key_file: Path, tmp_path: Path) -> None:
     provider = keys.load_key_provider(f"file:{key_file}")
-    data_key, wrapped = keys.generate_data_key(provider)
+    data_key, wrapped = provider.generate_data_key()
     assert len(data_key) == 32
     assert json.loads(json.dumps(wrapped)) == wrapped
     assert wrapped["provider"] == "file"
     assert wrapped["algorithm"] == "AES-256-GCM"
-    assert wrapped["key_id"] == keys.fingerprint(provider)
+    assert wrapped["key_id"] == provider.fingerprint()
     assert len(wrapped["key_id"]) == 16
-    assert keys.unwrap_data_key(provider, wrapped) == data_key
+    assert provider.unwrap(wrapped) == data_key
 
     b64 = tmp_path / "master.b64"
     b64.write_text(base64.b64encode(key_file.read_bytes()).decode() + "\n")
     same = keys.load_key_provider(f"file:{b64}")
-    assert keys.fingerprint(same) == keys.fingerprint(provider)
-    assert keys.unwrap_data_key(same, wrapped) == data_key
+    assert same.fingerprint() == provider.fingerprint()
+    assert same.unwrap(wrapped) == data_key
 
 
 def test_env_key_and_moving_a_key_from_file_to_env(
@@ -300,38 +300,38 @@ def test_env_key_and_moving_a_key_from_file_to_env(
 ) -> None:
     monkeypatch.setenv("TEST_MASTER", base64.b64encode(key_file.read_bytes()).decode())
     from_env = keys.load_key_provider("env:TEST_MASTER")
-    data_key, wrapped = keys.generate_data_key(from_env)
+    data_key, wrapped = from_env.generate_data_key()
     assert wrapped["provider"] == "env"
-    assert keys.unwrap_data_key(from_env, wrapped) == data_key
-    assert keys.unwrap_data_key(keys.load_key_provider(f"file:{key_file}"), wrapped) == data_key
+    assert from_env.unwrap(wrapped) == data_key
+    assert keys.load_key_provider(f"file:{key_file}").unwrap(wrapped) == data_key
 
 
 def test_wrong_master_key_is_named_by_fingerprint(key_file: Path, tmp_path: Path) -> None:
     provider = keys.load_key_provider(f"file:{key_file}")
-    _data_key, wrapped = keys.generate_data_key(provider)
+    _data_key, wrapped = provider.generate_data_key()
     other_file = tmp_path / "other.key"
     other_file.write_bytes(os.urandom(32))
     other = keys.load_key_provider(f"file:{other_file}")
     with pytest.raises(IntegrityError) as caught:
-        keys.unwrap_data_key(other, wrapped)
+        other.unwrap(wrapped)
     message = str(caught.value)
     assert message == (
         f"wrong master key: data key {wrapped['key_id']} cannot be unwrapped "
-        f"(key fingerprint {keys.fingerprint(other)} does not match {wrapped['key_id']})"
+        f"(key fingerprint {other.fingerprint()} does not match {wrapped['key_id']})"
     )
     assert "\n" not in message
 
 
 def test_corrupted_wrapped_key(key_file: Path) -> None:
     provider = keys.load_key_provider(f"file:{key_file}")
-    _data_key, wrapped = keys.generate_data_key(provider)
+    _data_key, wrapped = provider.generate_data_key()
     blob = bytearray(base64.b64decode(wrapped["wrapped_key"]))
     blob[-1] ^= 1
     bad = dict(wrapped, wrapped_key=base64.b64encode(bytes(blob)).decode())
     with pytest.raises(IntegrityError, match="wrapped key corrupted"):
-        keys.unwrap_data_key(provider, bad)
+        provider.unwrap(bad)
     with pytest.raises(IntegrityError, match="malformed"):
-        keys.unwrap_data_key(provider, {"provider": "file"})
+        provider.unwrap({"provider": "file"})
 
 
 def test_missing_key_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -383,25 +383,25 @@ def test_kms_wrap_and_unwrap(kms_env: boto3.client) -> None:
     key = kms_env.create_key(Description="dbtier test")["KeyMetadata"]
     kms_env.create_alias(AliasName="alias/dbtier-test", TargetKeyId=key["KeyId"])
     provider = keys.load_key_provider("kms:alias/dbtier-test")
-    data_key, wrapped = keys.generate_data_key(provider)
+    data_key, wrapped = provider.generate_data_key()
     assert len(data_key) == 32
     assert wrapped["provider"] == "kms"
     assert wrapped["key_id"] == key["Arn"]
-    assert keys.fingerprint(provider) == key["Arn"]
+    assert provider.fingerprint() == key["Arn"]
     assert json.loads(json.dumps(wrapped)) == wrapped
-    assert keys.unwrap_data_key(provider, wrapped) == data_key
+    assert provider.unwrap(wrapped) == data_key
     # A restore configured with the key's id instead of the alias unwraps too.
-    assert keys.unwrap_data_key(keys.load_key_provider(f"kms:{key['KeyId']}"), wrapped) == data_key
+    assert keys.load_key_provider(f"kms:{key['KeyId']}").unwrap(wrapped) == data_key
 
 
 def test_kms_unknown_key_and_provider_mismatch(kms_env: boto3.client, key_file: Path) -> None:
     missing = keys.load_key_provider("kms:alias/does-not-exist")
     with pytest.raises(DbtierError, match=r"^KMS generate_data_key with key alias/does-not-exist"):
-        keys.generate_data_key(missing)
+        missing.generate_data_key()
     local = keys.load_key_provider(f"file:{key_file}")
-    _data_key, wrapped = keys.generate_data_key(local)
+    _data_key, wrapped = local.generate_data_key()
     with pytest.raises(IntegrityError, match=r"^wrong master key: data key .* local file key"):
-        keys.unwrap_data_key(missing, wrapped)
+        missing.unwrap(wrapped)
 
 
 def test_kms_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -412,4 +412,4 @@ def test_kms_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
     endpoint = f"http://127.0.0.1:{free_port()}"
     provider = keys.load_key_provider("kms:alias/x", endpoint_url=endpoint, region="us-east-1")
     with pytest.raises(DbtierError, match=f"^cannot reach KMS at {endpoint}"):
-        keys.generate_data_key(provider)
+        provider.generate_data_key()

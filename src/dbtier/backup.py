@@ -212,6 +212,7 @@ def backup_logical(
         )
         conn.commit()  # the snapshot's transaction must start with SET TRANSACTION
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        conn.execute("SELECT set_config('lock_timeout', %s, true)", (settings.lock_wait_timeout,))
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
         counts = db.count_rows(conn, db.user_tables(conn)) if row_counts else {}
         data_key, wrapped = store.provider.generate_data_key()
@@ -221,6 +222,7 @@ def backup_logical(
             "--format=custom",
             "--compress=0",
             f"--snapshot={snapshot}",
+            f"--lock-wait-timeout={settings.lock_wait_timeout}",
             "--no-password",
             "--dbname",
             bare_dsn,

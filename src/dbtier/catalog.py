@@ -412,3 +412,38 @@ def archived_wal(repo: Repository) -> list[str]:
     """Names of every archived WAL file (segments, .partial, .backup, .history), sorted."""
     suffix = ".zst.enc"
     return sorted(k[len("wal/") : -len(suffix)] for k in repo.list("wal/") if k.endswith(suffix))
+
+
+def segments_by_number(names: list[str], timeline: int, size: int) -> dict[int, list[str]]:
+    """Archived segments (and .partial files) of this timeline or later, by segment number."""
+    found: dict[int, list[str]] = {}
+    for name in names:
+        segment = WAL_SEGMENT_RE.match(name[:24]) and not name.endswith(".backup")
+        if segment and int(name[:8], 16) >= timeline:
+            found.setdefault(segment_number(name, size), []).append(name)
+    return found
+
+
+def missing_wal(names: list[str], manifest: Manifest) -> list[str]:
+    """Segments from the backup's start to its stop that are not archived."""
+    size = manifest.wal_segment_size
+    have = segments_by_number(names, manifest.timeline or 1, size)
+    start = segment_number(manifest.start_wal_file or "", size)
+    stop = segment_number(manifest.stop_wal_file or "", size)
+    return [
+        segment_name(manifest.timeline or 1, n, size)
+        for n in range(start, stop + 1)
+        if n not in have
+    ]
+
+
+def is_good(repo: Repository, provider: KeyProvider, m: Manifest, archived: list[str]) -> bool:
+    """Complete (every object present at its size, a base's WAL start..stop archived) and not
+    failed by its last verification: what retention counts and PITR chooses."""
+    for obj in m.objects:
+        if repo.size(object_key(m.id, obj.key)) != obj.size:
+            return False
+    if m.kind == "base" and missing_wal(archived, m):
+        return False
+    verification = read_verification(repo, provider, m)
+    return verification is None or bool(verification.get("ok"))

@@ -6,15 +6,17 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
 
 from . import __version__, db, migrations, sampledata, views
-from .errors import EXIT_OK, DbtierError, UsageError
+from .errors import EXIT_OK, DbtierError, Terminated, UsageError
 
 
 def default_migrations_dir() -> str:
@@ -270,9 +272,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
     jobs.set_quiet(args.quiet)
     settings = _settings(args)
-    if args.rds_instance:
-        if not args.new_instance:
-            raise UsageError("--rds-instance needs --new-instance NAME (RDS restores to a new one)")
+    if args.mode == "rds":
         result = restore.restore_rds(
             settings,
             args.rds_instance,
@@ -281,13 +281,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
             wait=not args.no_wait,
             dry_run=args.dry_run,
         )
-    elif args.target_time:
-        if not args.data_dir:
-            raise UsageError("--target-time needs --data-dir DIR (an empty or new directory)")
+    elif args.mode == "pitr":
         result = restore.restore_pitr(
             settings,
-            args.target_time,
+            restore.RecoveryTarget.at_time(args.target_time),
             args.data_dir,
+            timeline=args.target_timeline,
             port=args.port,
             keep_running=args.keep_running,
             dry_run=args.dry_run,
@@ -307,6 +306,13 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad usage is one line on stderr (exit 2), like every other dbtier error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
 def _version(text: str) -> int:
     try:
         value = int(text)
@@ -318,20 +324,21 @@ def _version(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="dbtier",
         description="Operations tooling for the mockupAWS PostgreSQL tier.",
         epilog="Connection: --dsn URL, else $DATABASE_URL, else the PG* variables. "
         "Exit codes: 0 ok, 1 failed, 2 bad input, 3 checksum drift, 4 lock timeout, "
-        "5 cannot connect.",
+        "5 cannot connect, 143 stopped by SIGTERM.",
     )
     parser.add_argument("--version", action="version", version=f"dbtier {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    output.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    common = argparse.ArgumentParser(add_help=False, parents=[output])
     common.add_argument(
         "--dsn", help="libpq URL or key=value string (default: $DATABASE_URL / PG*)"
     )
-    common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-    common.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     mig = sub.add_parser("migrate", help="versioned SQL migrations (files/sql)")
@@ -429,19 +436,23 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--metrics-per-scenario", type=int, default=500)
     sd.add_argument("--days", type=int, default=900, help="spread of the history in days")
     sd.set_defaults(func=cmd_sample_data)
-    _add_backup_parsers(sub, common)
+    _add_backup_parsers(sub, common, output)
     return parser
 
 
-def _add_backup_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+def _add_backup_parsers(
+    sub: Any, common: argparse.ArgumentParser, output: argparse.ArgumentParser
+) -> None:
     """backup, wal-push, wal-fetch, restore: settings from dbtier.toml, environment, flags."""
-    store = argparse.ArgumentParser(add_help=False, parents=[common])
-    store.add_argument("--config", help="settings file (default: $DBTIER_CONFIG, /etc/dbtier)")
-    store.add_argument("--repo", metavar="URL", help="file:///path or s3://bucket/prefix")
-    store.add_argument("--key", metavar="SPEC", help="master key: file:PATH, env:VAR, kms:KEY-ID")
-    store.add_argument("--endpoint-url", help="S3/KMS endpoint (S3-compatible stores, tests)")
-    store.add_argument("--region", help="AWS region of the repository")
-    store.add_argument("--metrics-dir", help="Prometheus textfile collector directory")
+    aws = argparse.ArgumentParser(add_help=False)
+    aws.add_argument("--config", help="settings file (default: $DBTIER_CONFIG, /etc/dbtier)")
+    aws.add_argument("--endpoint-url", help="S3/KMS endpoint (S3-compatible stores, tests)")
+    aws.add_argument("--region", help="AWS region of the repository")
+    aws.add_argument("--metrics-dir", help="Prometheus textfile collector directory")
+    repo = argparse.ArgumentParser(add_help=False, parents=[aws])
+    repo.add_argument("--repo", metavar="URL", help="file:///path or s3://bucket/prefix")
+    repo.add_argument("--key", metavar="SPEC", help="master key: file:PATH, env:VAR, kms:KEY-ID")
+    store = argparse.ArgumentParser(add_help=False, parents=[common, repo])
     dr = argparse.ArgumentParser(add_help=False)
     dr.add_argument("--secondary", metavar="URL", help="DR repository: copy the backup there")
     dr.add_argument("--secondary-region", help="AWS region of the DR repository")
@@ -491,44 +502,125 @@ def _add_backup_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     wf.add_argument("destination", help="%%p: where to write it")
     wf.set_defaults(func=cmd_wal_fetch)
 
-    rs = sub.add_parser(
-        "restore",
-        parents=[store],
-        help="logical restore, point-in-time recovery, or RDS point-in-time restore",
-    )
-    rs.add_argument(
+    _add_restore_parsers(sub, output, aws, repo, store)
+
+
+RESTORE_MODES = {
+    "logical": "restore a dump (pg_restore) into a database, swapped in when validated",
+    "pitr": "point-in-time recovery of a base backup + WAL into a new data directory",
+    "rds": "RDS point-in-time restore to a new instance",
+}
+
+
+def _nonempty(what: str, example: str) -> Any:
+    """argparse type: a value that is not blank (an empty --target-time once meant 'logical')."""
+
+    def check(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"empty value (give {what}, e.g. {example})")
+        return text
+
+    return check
+
+
+def _add_restore_parsers(
+    sub: Any,
+    output: argparse.ArgumentParser,
+    aws: argparse.ArgumentParser,
+    repo: argparse.ArgumentParser,
+    store: argparse.ArgumentParser,
+) -> None:
+    """restore logical | pitr | rds: one mode per subcommand, each with only its own options
+    (an option of another mode is an error, not silently a different restore)."""
+    rs = sub.add_parser("restore", help="logical restore, PITR, or RDS point-in-time restore")
+    modes = "; ".join(f"{name}: {text}" for name, text in RESTORE_MODES.items())
+    rs.set_defaults(func=lambda _args: rs.error(f"choose a mode ({modes})"))
+    rs_sub = rs.add_subparsers(dest="mode", metavar="MODE")
+    when = "'2026-04-07 14:30:00+00'"
+
+    lg = rs_sub.add_parser("logical", parents=[store], help=RESTORE_MODES["logical"])
+    lg.add_argument(
         "backup",
         nargs="?",
         default="latest",
-        help="backup id, 'latest' or <repository>/backups/<id>",
+        type=_nonempty("a backup", "latest"),
+        help="backup id, 'latest' (newest logical backup) or <repository>/backups/<id>",
     )
-    rs.add_argument("--target-db", help="database to restore into (default: the dump's)")
-    rs.add_argument("-j", "--jobs", type=int, default=4, help="pg_restore parallel jobs")
-    rs.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
-    rs.add_argument(
-        "--verify-only", action="store_true", help="check the backup restores; touch nothing"
+    lg.add_argument(
+        "--target-db",
+        type=_nonempty("a database name", "mockupaws"),
+        help="database to restore into (default: the dump's)",
     )
-    rs.add_argument(
+    lg.add_argument("-j", "--jobs", type=int, default=4, help="pg_restore parallel jobs")
+    lg.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    lg.add_argument(
+        "--verify-only", action="store_true", help="download, check, list the TOC; touch nothing"
+    )
+    lg.add_argument(
         "--no-safety-backup",
         action="store_true",
-        help="do not back up an existing target database first (dangerous)",
+        help="no repository backup of the replaced database (it is kept renamed aside anyway)",
     )
-    rs.add_argument("--no-owner", action="store_true", help="pg_restore --no-owner")
-    rs.add_argument("--target-time", help="PITR target, e.g. '2026-04-07 14:30:00+00'")
-    rs.add_argument("--data-dir", help="PITR: new data directory to recover into")
-    rs.add_argument("--port", type=int, help="PITR: port for the recovered server")
-    rs.add_argument(
-        "--keep-running", action="store_true", help="PITR: leave the recovered server running"
+    lg.add_argument("--no-owner", action="store_true", help="pg_restore --no-owner")
+
+    pt = rs_sub.add_parser("pitr", parents=[output, repo], help=RESTORE_MODES["pitr"])
+    target = pt.add_argument_group("target (one of)").add_mutually_exclusive_group(required=True)
+    target.add_argument(
+        "--target-time",
+        type=_nonempty("a time", when),
+        help=f"recover up to this moment, e.g. {when} (naive times are UTC)",
     )
-    rs.add_argument("--rds-instance", help="RDS: source DB instance identifier")
-    rs.add_argument("--new-instance", help="RDS: identifier of the instance to create")
-    rs.add_argument("--no-wait", action="store_true", help="RDS: do not wait until available")
-    rs.set_defaults(func=cmd_restore)
+    pt.add_argument(
+        "--data-dir",
+        required=True,
+        type=_nonempty("a directory", "/var/lib/postgresql/15/pitr"),
+        help="new (absent or empty) data directory to recover into, absolute path",
+    )
+    pt.add_argument(
+        "--target-timeline",
+        default="latest",
+        help="recovery_target_timeline: latest (default), current or a timeline id",
+    )
+    pt.add_argument("--port", type=int, help="port for the recovered server (default: a free one)")
+    pt.add_argument(
+        "--keep-running", action="store_true", help="leave the recovered server running"
+    )
+    pt.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+
+    rd = rs_sub.add_parser("rds", parents=[output, aws], help=RESTORE_MODES["rds"])
+    rd.add_argument("--rds-instance", required=True, help="source DB instance identifier")
+    rd.add_argument("--new-instance", required=True, help="identifier of the instance to create")
+    rd.add_argument(
+        "--target-time",
+        type=_nonempty("a time", when),
+        help="restore time (default: the latest restorable time)",
+    )
+    rd.add_argument("--no-wait", action="store_true", help="do not wait until available")
+    rd.add_argument("--dry-run", action="store_true", help="print the request, change nothing")
+    for mode in (lg, pt, rd):
+        mode.set_defaults(func=cmd_restore)
+
+
+def _terminate(signum: int, _frame: Any) -> None:
+    """SIGTERM (systemd, timeout(1), an operator) unwinds like an error: children killed, temp
+    files removed, backup_history and metrics record the failure. A second SIGTERM during that
+    cleanup is ignored; SIGKILL still ends everything."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated(f"terminated by {signal.Signals(signum).name}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # Name the subcommand: `restore logical --data-dir` is an option of another mode.
+        words = [getattr(args, n, None) for n in ("command", "action", "mode")]
+        prog = " ".join(["dbtier", *(w for w in words if isinstance(w, str))])
+        parser.exit(
+            2, f"{prog}: error: unknown option(s) {' '.join(unknown)} (see: {prog} --help)\n"
+        )
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
         return int(args.func(args))
     except DbtierError as exc:
@@ -540,6 +632,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dbtier: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if in_main_thread:  # main() called in-process (tests): give the caller its handler back
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,9 +7,10 @@ roles/dbtier writes is readable only by the service user).
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,11 @@ ENVIRONMENT = {
     "DBTIER_COMMAND": "command",
     "BACKUP_REPLICATION_WAIT": "replication_wait",
     "DBTIER_KMS_REGION": "kms_region",
+    "BACKUP_LOCK_WAIT_TIMEOUT": "lock_wait_timeout",
 }
+
+# Tables of dbtier.toml whose keys are settings too (an older layout grouped them).
+SECTIONS = ("backup", "database")
 
 
 @dataclass
@@ -58,7 +63,8 @@ class Settings:
     pg_bindir: str | None = None  # PostgreSQL client binaries (default: version-matched)
     # How a restored server's restore_command runs dbtier (default: this program's path).
     command: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    # pg_dump --lock-wait-timeout: fail instead of queueing behind an exclusive lock forever.
+    lock_wait_timeout: str = "60s"
 
     def require(self, name: str, hint: str) -> Any:
         value = getattr(self, name)
@@ -85,25 +91,40 @@ def _coerce(name: str, value: Any) -> Any:
     return value
 
 
+def _unknown(name: str, known: set[str] | tuple[str, ...], where: Path) -> UsageError:
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    hint = f" (did you mean {close[0]}?)" if close else f" (known: {', '.join(sorted(known))})"
+    return UsageError(f"unknown setting {name!r} in {where}{hint}")
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    """Settings of a dbtier.toml; an unknown key is an error, never silently ignored (a typo in
+    retention_days would otherwise keep the default)."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, OSError) as exc:
+        raise UsageError(f"cannot read config {path}: {exc}") from None
+    known = {f.name for f in fields(Settings)}
+    values: dict[str, Any] = {}
+    for section_name, section in [("", data)] + [(n, data.get(n, {})) for n in SECTIONS]:
+        for key, value in section.items():
+            if isinstance(value, dict):
+                if section_name or key not in SECTIONS:
+                    raise _unknown(f"{section_name}.{key}".lstrip("."), SECTIONS, path)
+            elif key in known:
+                values[key] = value
+            else:
+                raise _unknown(f"{section_name}.{key}".lstrip("."), known, path)
+    return values
+
+
 def load(path: str | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """File (if present, or required when named explicitly), then environment, then overrides."""
     explicit = path or os.environ.get("DBTIER_CONFIG")
     values: dict[str, Any] = {}
     config_path = Path(explicit or DEFAULT_CONFIG)
     if config_path.exists():
-        try:
-            data = tomllib.loads(config_path.read_text())
-        except (tomllib.TOMLDecodeError, OSError) as exc:
-            raise UsageError(f"cannot read config {config_path}: {exc}") from None
-        known = {f.name for f in fields(Settings)} - {"extra"}
-        for section in (data, data.get("backup", {}), data.get("database", {})):
-            for key, value in section.items():
-                if isinstance(value, dict):
-                    continue
-                if key in known:
-                    values[key] = value
-                else:
-                    values.setdefault("extra", {})[key] = value
+        values.update(_from_file(config_path))
     elif explicit:
         raise UsageError(f"config file not found: {config_path}")
     for env, name in ENVIRONMENT.items():
@@ -112,4 +133,4 @@ def load(path: str | None = None, overrides: dict[str, Any] | None = None) -> Se
     for name, value in (overrides or {}).items():
         if value is not None:
             values[name] = value
-    return Settings(**{k: _coerce(k, v) if k != "extra" else v for k, v in values.items()})
+    return Settings(**{k: _coerce(k, v) for k, v in values.items()})

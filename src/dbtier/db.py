@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -72,13 +73,22 @@ def user_tables(conn: psycopg.Connection) -> list[str]:
     return [f"{schema}.{name}" for schema, name in rows]
 
 
-def count_rows(conn: psycopg.Connection, tables: Iterable[str]) -> dict[str, int]:
-    """Exact row counts (in the connection's current snapshot) of schema.table names."""
-    counts = {}
+def count_rows(
+    conn: psycopg.Connection, tables: Iterable[str], *, errors_as_text: bool = False
+) -> dict[str, Any]:
+    """Exact row counts (in the connection's current snapshot) of schema.table names.
+    errors_as_text (autocommit connections): a table that cannot be read counts as
+    "error: <reason>" instead of failing the whole count."""
+    counts: dict[str, Any] = {}
     for table in tables:
         schema, name = table.split(".", 1)
         query = sql.SQL("SELECT count(*) FROM {}.{}").format(
             sql.Identifier(schema), sql.Identifier(name)
         )
-        counts[table] = conn.execute(query).fetchone()[0]
+        try:
+            counts[table] = conn.execute(query).fetchone()[0]
+        except psycopg.Error as exc:
+            if not errors_as_text:
+                raise
+            counts[table] = f"error: {first_line(exc)}"
     return counts

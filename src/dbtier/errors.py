@@ -10,6 +10,7 @@ EXIT_USAGE = 2  # bad input: unknown version, missing or malformed file, bad opt
 EXIT_DRIFT = 3  # an applied migration's file changed or disappeared
 EXIT_LOCKED = 4  # another run holds the lock and did not release it in time
 EXIT_UNREACHABLE = 5  # cannot connect to PostgreSQL
+EXIT_TERMINATED = 143  # stopped by SIGTERM (128 + 15, what a shell reports), after cleaning up
 
 
 class DbtierError(Exception):
@@ -43,3 +44,9 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (driver errors span several), or its type."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+class Terminated(DbtierError):
+    """Raised by the SIGTERM handler, so a stopped job cleans up exactly as a failed one."""
+
+    exit_code = EXIT_TERMINATED

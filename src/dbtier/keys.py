@@ -307,18 +307,3 @@ def from_settings(settings: Settings) -> KeyProvider:
         endpoint_url=settings.endpoint_url,
         region=settings.kms_region or settings.region,
     )
-
-
-def generate_data_key(provider: KeyProvider) -> tuple[bytes, dict[str, str]]:
-    """A fresh random 32-byte data key and its wrapped form for the manifest."""
-    return provider.generate_data_key()
-
-
-def unwrap_data_key(provider: KeyProvider, wrapped: dict[str, Any]) -> bytes:
-    """The data key of a manifest; WrongKeyError (one line) if the master key does not fit."""
-    return provider.unwrap(wrapped)
-
-
-def fingerprint(provider: KeyProvider) -> str:
-    """Local keys: first 16 hex digits of SHA-256 of the key; KMS: the key ARN."""
-    return provider.fingerprint()

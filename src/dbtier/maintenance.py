@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
@@ -10,12 +9,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from . import catalog, wal
+from . import catalog, db, wal
 from .config import Settings
 from .errors import DbtierError, UsageError
 from .jobs import Job, log, run_job
-from .pgcluster import LocalCluster, chown_to_server_user
-from .pgtools import program
+from .pgcluster import LocalCluster, scratch_dir
+from .pgtools import last_line, program
 from .pipeline import verify_object
 from .repository import Repository
 from .restore import _download, _pg_restore_list, count_rows
@@ -66,7 +65,8 @@ def list_all(settings: Settings) -> list[dict[str, Any]]:
 def verify(settings: Settings, ref: str, *, deep: bool = False) -> dict[str, Any]:
     store = open_store(settings)
     repo, provider = store.repo, store.provider
-    manifest = catalog.find_backup(repo, provider, ref, kinds=("logical", "safety", "base"))
+    # `latest` never means a safety backup (those are verified by id)
+    manifest = catalog.find_backup(repo, provider, ref, kinds=("logical", "base"))
     data_key = provider.unwrap(manifest.wrapped_key)
     job = Job(
         name="verify", kind="verify", backup_id=f"{catalog.new_backup_id('verify')}-{manifest.id}"
@@ -134,41 +134,18 @@ def _verify(
     return report
 
 
-def _segments(names: list[str], timeline: int, size: int) -> dict[int, list[str]]:
-    """Archived segments (and .partial files) of this timeline or later, by segment number."""
-    found: dict[int, list[str]] = {}
-    for name in names:
-        segment = catalog.WAL_SEGMENT_RE.match(name[:24]) and not name.endswith(".backup")
-        if segment and int(name[:8], 16) >= timeline:
-            found.setdefault(catalog.segment_number(name, size), []).append(name)
-    return found
-
-
-def missing_wal(names: list[str], manifest: catalog.Manifest) -> list[str]:
-    """Segments from the backup's start to its stop that are not archived."""
-    size = manifest.wal_segment_size
-    have = _segments(names, manifest.timeline or 1, size)
-    start = catalog.segment_number(manifest.start_wal_file or "", size)
-    stop = catalog.segment_number(manifest.stop_wal_file or "", size)
-    return [
-        catalog.segment_name(manifest.timeline or 1, n, size)
-        for n in range(start, stop + 1)
-        if n not in have
-    ]
-
-
 def verify_wal(store: Store, manifest: catalog.Manifest) -> dict[str, Any]:
     """Every WAL object the base backup needs: from its start to the end of the archive,
     present (no gap), authentic and intact (fully decrypted and checked), history files too."""
     names = catalog.archived_wal(store.repo)
-    missing = missing_wal(names, manifest)
+    missing = catalog.missing_wal(names, manifest)
     if missing:
         raise DbtierError(
             f"base backup {manifest.id} is unusable: it needs WAL {missing[0]}, which is not "
             f"archived ({len(missing)} segment(s) missing)"
         )
     size = manifest.wal_segment_size
-    have = _segments(names, manifest.timeline or 1, size)
+    have = catalog.segments_by_number(names, manifest.timeline or 1, size)
     start = catalog.segment_number(manifest.start_wal_file or "", size)
     last = max(have)
     gaps = [n for n in range(start, last + 1) if n not in have]
@@ -200,18 +177,23 @@ def verify_wal(store: Store, manifest: catalog.Manifest) -> dict[str, Any]:
 def _deep_base(
     settings: Settings, repo: Repository, provider: Any, manifest: catalog.Manifest
 ) -> dict[str, Any]:
-    """Recover the base backup to its consistency point in a scratch directory, then drop it."""
-    from .restore import recover
+    """Recover the base backup to its consistency point in a private scratch directory, on its
+    own timeline, shut down there (never promoted: no new timeline, nothing archived), drop it."""
+    from .restore import RecoveryTarget, recover
 
-    base = Path(tempfile.mkdtemp(prefix="dbtier-deep-", dir="/tmp"))
-    base.chmod(0o755)
-    if os.geteuid() == 0:
-        chown_to_server_user(base)  # the server writes its log there
+    base = scratch_dir("dbtier-deep-")
     try:
         result = recover(
-            settings, repo, provider, manifest, base / "data", "recovery_target = 'immediate'"
+            settings,
+            repo,
+            provider,
+            manifest,
+            base / "data",
+            RecoveryTarget.immediate(),
+            timeline=str(manifest.timeline or "current"),
+            action="shutdown",
         )
-        return {"consistent": True, "seconds": result["seconds"]}
+        return {"consistent": True, "state": result["state"], "seconds": result["seconds"]}
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
@@ -219,28 +201,14 @@ def _deep_base(
 def _deep_logical(
     settings: Settings, manifest: catalog.Manifest, dump: Path, major: int
 ) -> dict[str, Any]:
-    """Restore into a scratch cluster and compare every table's row count."""
-    base = Path(tempfile.mkdtemp(prefix="dbtier-deep-", dir="/tmp"))
-    cluster = LocalCluster(base=base, major=major)
+    """Restore into a scratch cluster and compare every table's row count. The dump stays in
+    its private directory: pg_restore runs as this user and sends it over the connection."""
+    cluster = LocalCluster(base=scratch_dir("dbtier-deep-"), major=major)
     try:
         cluster.init()
         cluster.start()
-        dump.parent.chmod(0o755)
-        dump.chmod(0o644)
-        subprocess.run(
-            [
-                program("createdb", major, settings.pg_bindir),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(cluster.port),
-                "-U",
-                "postgres",
-                "verify",
-            ],
-            check=True,
-            capture_output=True,
-        )
+        with db.connect(cluster.dsn(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE verify")
         proc = subprocess.run(
             [
                 program("pg_restore", major, settings.pg_bindir),
@@ -263,7 +231,7 @@ def _deep_logical(
         )
         if proc.returncode != 0:
             raise DbtierError(
-                f"deep verify: pg_restore failed: {proc.stderr.strip().splitlines()[-1]}"
+                f"deep verify: pg_restore failed: {last_line(proc.stderr, proc.returncode)}"
             )
         actual = count_rows(cluster.dsn("verify"), sorted(manifest.row_counts))
         bad = [t for t in manifest.row_counts if actual[t] != manifest.row_counts[t]]
@@ -278,18 +246,6 @@ def _deep_logical(
         }
     finally:
         cluster.destroy()
-
-
-def _is_good(store: Store, m: catalog.Manifest, archived: list[str]) -> bool:
-    """Complete (every object present at its size, a base's WAL archived) and not failed by
-    its last verification: what retention may count on."""
-    for obj in m.objects:
-        if store.repo.size(catalog.object_key(m.id, obj.key)) != obj.size:
-            return False
-    if m.kind == "base" and missing_wal(archived, m):
-        return False
-    verification = catalog.read_verification(store.repo, store.provider, m)
-    return verification is None or bool(verification.get("ok"))
 
 
 def cleanup(
@@ -317,7 +273,7 @@ def cleanup(
     archived = catalog.archived_wal(repo)
     now = catalog.now_utc()
     cutoff = now - timedelta(days=days)
-    good = [m for m in backups if _is_good(store, m, archived)]
+    good = [m for m in backups if catalog.is_good(store.repo, store.provider, m, archived)]
     keep = {m.id for m in backups if m.stopped >= cutoff}
     for kind in {m.kind for m in good}:
         of_kind = [m for m in good if m.kind == kind]

@@ -11,7 +11,7 @@ import pwd
 import shutil
 import socket
 import subprocess
-import time
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +56,20 @@ def chown_to_server_user(path: Path) -> None:
         os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
+def private_dir(path: Path) -> Path:
+    """Create path (if needed) mode 0700, owned by whoever runs the server: scratch data, logs
+    and decrypted dumps are nobody else's business (root can still read them)."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    chown_to_server_user(path)
+    return path
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A new private directory in /tmp (not pytest's or root's: the server user must enter it)."""
+    return private_dir(Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp")))
+
+
 @dataclass
 class LocalCluster:
     """A PostgreSQL cluster in `base` (data in base/data, socket and log beside it)."""
@@ -91,9 +105,7 @@ class LocalCluster:
 
     def init(self) -> None:
         """initdb with trust auth on loopback only (a scratch cluster, never reachable)."""
-        self.base.mkdir(parents=True, exist_ok=True)
-        self.base.chmod(0o755)
-        chown_to_server_user(self.base)
+        private_dir(self.base)
         if (self.datadir / "PG_VERSION").exists():
             return
         self._run(
@@ -164,17 +176,49 @@ class LocalCluster:
                 "stopping PostgreSQL",
             )
 
-    def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        isready = str(pg_bindir(self.major) / "pg_isready")
-        while time.monotonic() < deadline:
-            proc = subprocess.run(
-                [isready, "-h", "127.0.0.1", "-p", str(self.port)], capture_output=True, check=False
+    def run_to_exit(self, timeout: float) -> int | None:
+        """Run the server in the foreground until it exits by itself (e.g. shut down at its
+        recovery target): its exit code, or None if it still ran after timeout (then stopped).
+        pg_ctl start cannot wait for that: the server may stop before it ever takes connections.
+        """
+        options = {
+            "port": str(self.port),
+            "listen_addresses": "127.0.0.1",
+            "unix_socket_directories": str(self.sockdir),
+            **{k: v.strip("'") for k, v in self.settings.items()},
+        }
+        cmd = [str(pg_bindir(self.major) / "postgres"), "-D", str(self.datadir)]
+        cmd += [arg for k, v in options.items() for arg in ("-c", f"{k}={v}")]
+        with self.logfile.open("ab") as log:
+            chown_to_server_user(self.logfile)
+            proc = subprocess.Popen(
+                _as_server_user(cmd), stdout=log, stderr=subprocess.STDOUT, cwd=self.base
             )
-            if proc.returncode == 0:
-                return
-            time.sleep(0.2)
-        raise DbtierError(f"PostgreSQL on 127.0.0.1:{self.port} not ready after {timeout}s")
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        finally:
+            if proc.poll() is None:
+                self.stop("immediate")
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+    def control_data(self) -> dict[str, str]:
+        """pg_controldata's fields, e.g. {'Database cluster state': 'shut down in recovery'}."""
+        proc = subprocess.run(
+            _as_server_user([str(pg_bindir(self.major) / "pg_controldata"), str(self.datadir)]),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise DbtierError(f"pg_controldata failed: {(proc.stderr or '').strip()[:200]}")
+        pairs = (line.split(":", 1) for line in proc.stdout.splitlines() if ":" in line)
+        return {key.strip(): value.strip() for key, value in pairs}
 
     def destroy(self) -> None:
         self.stop("immediate")

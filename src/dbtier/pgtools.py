@@ -10,6 +10,7 @@ import os
 import subprocess
 import threading
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -33,8 +34,20 @@ def program(name: str, major: int, bindir: str | None = None) -> str:
     return str(path)
 
 
+def last_line(text: str | bytes | None, returncode: int) -> str:
+    """The last non-empty line of a child's output, or its exit code when it printed nothing."""
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else f"exit code {returncode}, no message"
+
+
 class Child:
-    """A child process whose stderr is drained in the background (no pipe deadlock)."""
+    """A child process whose stderr is drained in the background (no pipe deadlock).
+
+    on_line sees every stderr line; it is set before the drain thread starts, so it never misses
+    the first lines (and the thread never sees a half-built object).
+    """
 
     def __init__(
         self,
@@ -44,10 +57,11 @@ class Child:
         stdout: int | None = None,
         stdin: int | None = None,
         keep_lines: int = 200,
+        on_line: Callable[[str], None] | None = None,
     ) -> None:
         self.cmd = cmd
         self.lines: deque[str] = deque(maxlen=keep_lines)
-        self.all_lines: list[str] = []
+        self.on_line = on_line
         self.proc = subprocess.Popen(
             cmd,
             stdout=stdout,
@@ -57,15 +71,12 @@ class Child:
         )
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
-        self.on_line = None
 
     def _drain(self) -> None:
         assert self.proc.stderr is not None
         for raw in self.proc.stderr:
             line = raw.decode(errors="replace").rstrip()
             self.lines.append(line)
-            if len(self.all_lines) < 10000:
-                self.all_lines.append(line)
             if self.on_line is not None:
                 self.on_line(line)
 
@@ -75,10 +86,7 @@ class Child:
         return rc
 
     def error_line(self) -> str:
-        for line in reversed(self.lines):
-            if line.strip():
-                return line.strip()
-        return f"exit code {self.proc.returncode}"
+        return last_line("\n".join(self.lines), self.proc.returncode)
 
     def kill(self) -> None:
         if self.proc.poll() is None:

@@ -2,67 +2,93 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
 import threading
 import time
-from datetime import UTC
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from . import backup, catalog, db, keys
+from . import backup, catalog, db
 from .config import Settings
 from .errors import DbtierError, UsageError
 from .jobs import Job, log, run_job
-from .pgcluster import SERVER_USER, LocalCluster, chown_to_server_user, free_port
-from .pgtools import Child, program, split_password
+from .pgcluster import SERVER_USER, LocalCluster, chown_to_server_user, free_port, private_dir
+from .pgtools import Child, last_line, program, split_password
 from .pipeline import download_decrypted
-from .repository import Repository, open_repository
-from .store import Store
+from .repository import Repository
+from .store import REPOSITORY_HINT, Store, open_store
 
-RESTORE_SUFFIX = "__dbtier_restore"
+# A restore never overwrites the live database: it restores into <target>__new_<stamp>, then
+# renames the live one aside to <target>__pre_<stamp> (kept: the instant safety copy) and the
+# staging one to <target>. PostgreSQL truncates names to 63 bytes, so every name is checked.
+NAME_LIMIT = 63  # NAMEDATALEN - 1, in bytes
+STAGING_MARK = "__new_"
+ASIDE_MARK = "__pre_"
+STAMP_FORMAT = "%Y%m%d%H%M%S"
+ASIDE_RE = re.compile(rf"^(?P<target>.+){ASIDE_MARK}\d{{14}}$")
 
 
-def _open(settings: Settings, ref: str, provider: Any) -> tuple[Repository, catalog.Manifest, str]:
-    """Resolve latest | id | <repository URL>/backups/<id> to (repository, manifest, id)."""
+def _open(settings: Settings, ref: str) -> tuple[Store, catalog.Manifest]:
+    """Resolve latest | id | <repository URL>/backups/<id> to (store, authenticated manifest).
+
+    `latest` is the newest *logical* backup: a safety backup is restored only by its id.
+    """
+    url = None
+    backup_id = ref
     if "://" in ref:
         url, backup_id = catalog.split_backup_url(ref)
-    else:
-        url = settings.require("repository", "set BACKUP_REPOSITORY or pass a backup URL")
-        backup_id = ref
-    repo = open_repository(url, endpoint_url=settings.endpoint_url, region=settings.region)
-    manifest = catalog.find_backup(repo, provider, backup_id, kinds=("logical", "safety"))
-    return repo, manifest, manifest.id
+    elif not settings.repository:
+        raise UsageError(f"no repository configured ({REPOSITORY_HINT} or pass a backup URL)")
+    store = open_store(settings, url)
+    manifest = catalog.find_backup(store.repo, store.provider, backup_id, kinds=("logical",))
+    if manifest.kind not in ("logical", "safety"):
+        raise UsageError(
+            f"backup {manifest.id} is a {manifest.kind} backup: a logical restore needs a "
+            "logical or safety backup (for base backups: dbtier restore pitr)"
+        )
+    return store, manifest
+
+
+def _private_file(path: Path) -> BinaryIO:
+    """A new file only its owner can read: it holds decrypted data."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
 
 
 def _download(
     repo: Repository, manifest: catalog.Manifest, provider: Any, workdir: Path
 ) -> list[Path]:
     """Every object of the backup, verified and decrypted, into workdir (nothing else touched)."""
-    data_key = keys.unwrap_data_key(provider, manifest.encryption["data_key"])
+    data_key = provider.unwrap(manifest.wrapped_key)
     paths = []
     for obj in manifest.objects:
         path = workdir / obj.key.removesuffix(".zst.enc")
         started = time.monotonic()
-        with path.open("wb") as handle:
+        with _private_file(path) as handle:
             result = download_decrypted(
                 repo,
                 catalog.object_key(manifest.id, obj.key),
                 handle,
                 data_key,
                 expected_sha256=obj.sha256,
+                expected_size=obj.size,
+                expected_raw_sha256=obj.raw_sha256,
+                expected_raw_size=obj.raw_size,
             )
-        if result.raw_sha256 != obj.raw_sha256:
-            raise DbtierError(f"object {obj.key}: content checksum mismatch after decryption")
         log(
             "restore.downloaded",
             object=obj.key,
@@ -81,7 +107,7 @@ def _pg_restore_list(major: int, bindir: str | None, dump: Path) -> list[str]:
         check=False,
     )
     if proc.returncode != 0:
-        raise DbtierError(f"pg_restore --list failed: {proc.stderr.strip().splitlines()[-1]}")
+        raise DbtierError(f"pg_restore --list failed: {last_line(proc.stderr, proc.returncode)}")
     return [ln for ln in proc.stdout.splitlines() if ln and not ln.startswith(";")]
 
 
@@ -92,18 +118,9 @@ def _dsn_for(dsn: str, dbname: str) -> str:
 
 
 def count_rows(dsn: str, tables: list[str]) -> dict[str, int | str]:
-    counts: dict[str, int | str] = {}
+    """Row counts of a restored database; a table that cannot be read counts as its error."""
     with db.connect(dsn, autocommit=True) as conn:
-        for table in tables:
-            schema, name = table.split(".", 1)
-            query = sql.SQL("SELECT count(*) FROM {}.{}").format(
-                sql.Identifier(schema), sql.Identifier(name)
-            )
-            try:
-                counts[table] = conn.execute(query).fetchone()[0]
-            except psycopg.Error as exc:
-                counts[table] = f"error: {db.first_line(exc)}"
-    return counts
+        return db.count_rows(conn, tables, errors_as_text=True)
 
 
 def validate_counts(dsn: str, expected: dict[str, int]) -> list[str]:
@@ -116,7 +133,7 @@ def validate_counts(dsn: str, expected: dict[str, int]) -> list[str]:
     ]
 
 
-def _progress(total: int) -> Any:
+def _progress(total: int) -> Callable[[str], None]:
     seen = {"n": 0, "pct": -10}
     lock = threading.Lock()
 
@@ -132,6 +149,50 @@ def _progress(total: int) -> Any:
     return on_line
 
 
+@dataclass(frozen=True)
+class SwapNames:
+    """The databases of one logical restore; all distinct and within PostgreSQL's limit."""
+
+    target: str
+    staging: str
+    aside: str
+
+    @classmethod
+    def for_target(cls, target: str, when: datetime) -> SwapNames:
+        stamp = when.astimezone(UTC).strftime(STAMP_FORMAT)
+        names = cls(target, f"{target}{STAGING_MARK}{stamp}", f"{target}{ASIDE_MARK}{stamp}")
+        longest = max(len(names.staging.encode()), len(names.aside.encode()))
+        if longest > NAME_LIMIT:
+            room = NAME_LIMIT - (longest - len(target.encode()))
+            raise UsageError(
+                f"database name {target!r} is {len(target.encode())} bytes: the restore's "
+                f"staging and kept-aside names ({names.aside!r}) need it to be at most {room} "
+                f"bytes (PostgreSQL cuts names at {NAME_LIMIT}); restore into a shorter "
+                "--target-db and rename it afterwards"
+            )
+        assert len({names.target, names.staging, names.aside}) == 3
+        return names
+
+
+def _drop_command(admin_dsn: str, database: str) -> str:
+    """The exact command an operator runs to drop a database dbtier left behind."""
+    bare, _ = split_password(admin_dsn)
+    statement = sql.SQL("DROP DATABASE {}").format(sql.Identifier(database)).as_string(None)
+    return f"psql -X -d {shlex.quote(bare)} -c {shlex.quote(statement)}"
+
+
+def _database_exists(conn: psycopg.Connection, name: str) -> bool:
+    row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    return row is not None
+
+
+def _default_target(manifest: catalog.Manifest) -> str | None:
+    """The dump's database; for a safety backup (taken of the kept-aside copy) the original."""
+    name = manifest.database
+    match = ASIDE_RE.match(name or "")
+    return match["target"] if manifest.kind == "safety" and match else name
+
+
 def restore_logical(
     settings: Settings,
     ref: str,
@@ -143,21 +204,26 @@ def restore_logical(
     skip_safety_backup: bool = False,
     no_owner: bool = False,
 ) -> dict[str, Any]:
-    provider = keys.from_settings(settings)
-    repo, manifest, backup_id = _open(settings, ref, provider)
-    keys.unwrap_data_key(provider, manifest.encryption["data_key"])  # wrong key: fail now
+    """Restore a dump into a staging database, validate it, then swap it in by renames; the live
+    database is kept (renamed aside) as the instant safety copy, and is backed up from there."""
+    store, manifest = _open(settings, ref)  # the manifest is authenticated: the key fits
+    repo, provider, backup_id = store.repo, store.provider, manifest.id
     dsn = settings.dsn or db.resolve_dsn(None)
-    target = target_db or manifest.database
+    target = target_db or _default_target(manifest)
     if not target:
         raise UsageError("no target database (pass --target-db)")
+    if target in ("postgres", "template0", "template1"):
+        raise UsageError(f"refusing to restore over the {target} database: pass --target-db")
+    names = SwapNames.for_target(target, catalog.now_utc())
     admin_dsn = _dsn_for(dsn, "postgres")
     with db.connect(admin_dsn, autocommit=True) as conn:
-        exists = (
-            conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target,)).fetchone()
-            is not None
-        )
+        exists = _database_exists(conn, target)
+        for leftover in (names.staging, names.aside):
+            if _database_exists(conn, leftover):
+                raise UsageError(f"database {leftover} already exists: retry in a second")
         major = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()[0]
     major //= 10000
+    safety = exists and not skip_safety_backup
     plan = {
         "backup_id": backup_id,
         "repository": repo.describe(),
@@ -168,29 +234,12 @@ def restore_logical(
         "raw_size": manifest.raw_size,
         "target_database": target,
         "target_exists": exists,
+        "staging_database": names.staging,
+        "kept_database": names.aside if exists else None,
         "jobs": jobs,
-        "safety_backup": exists and not skip_safety_backup and not verify_only,
+        "safety_backup": safety and not verify_only,
         "tables": len(manifest.row_counts),
-        "steps": [
-            "download, verify checksums, decrypt",
-            "pg_restore --list",
-            *(
-                []
-                if verify_only
-                else [
-                    *(
-                        ["safety backup of the existing database"]
-                        if exists and not skip_safety_backup
-                        else []
-                    ),
-                    f"create {target}{RESTORE_SUFFIX} and pg_restore -j {jobs} into it",
-                    "validate: every table readable, row counts equal the manifest's",
-                    f"swap: {target} replaced by the restored database"
-                    if exists
-                    else f"rename to {target}",
-                ]
-            ),
-        ],
+        "steps": _steps(names, exists, jobs, verify_only, safety),
     }
     if dry_run:
         return {"dry_run": True, **plan}
@@ -202,89 +251,253 @@ def restore_logical(
         tempfile.TemporaryDirectory(prefix="dbtier-restore-") as tmp,
     ):
         job.set(database=target, repository=repo.describe())
-        workdir = Path(tmp)
-        dump = _download(repo, manifest, provider, workdir)[0]
+        dump = _download(repo, manifest, provider, Path(tmp))[0]
         job.bytes = manifest.raw_size
         entries = _pg_restore_list(major, settings.pg_bindir, dump)
         log("restore.verified", backup_id=backup_id, entries=len(entries))
         if verify_only:
             return {"verified": True, **plan, "toc_entries": len(entries)}
-        safety = None
-        if exists and not skip_safety_backup:
-            safety = backup.backup_logical(
-                settings, kind="safety", database_dsn=_dsn_for(dsn, target)
-            )
-            log("restore.safety_backup", backup_id=safety["backup_id"])
-        staging = f"{target}{RESTORE_SUFFIX}"
-        with db.connect(admin_dsn, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(staging))
-            )
-            conn.execute(
-                sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(staging))
-            )
-        bare_dsn, env = split_password(_dsn_for(dsn, staging))
+        _restore_into_staging(settings, manifest, dump, dsn, names, major, jobs, no_owner, entries)
+        _swap(admin_dsn, names, exists)
+    result = {**plan, "restored": True, "validated_tables": len(manifest.row_counts)}
+    if exists:
+        result["drop_kept_database"] = _drop_command(admin_dsn, names.aside)
+        log("restore.kept", database=names.aside, drop=result["drop_kept_database"])
+    result["safety_backup_id"] = _safety_backup(settings, dsn, names) if safety else None
+    return result
+
+
+def _steps(names: SwapNames, exists: bool, jobs: int, verify_only: bool, safety: bool) -> list[str]:
+    steps = ["download, verify checksums, decrypt", "pg_restore --list"]
+    if verify_only:
+        return steps
+    steps += [
+        f"create {names.staging} and pg_restore -j {jobs} into it",
+        "validate: every table readable, row counts equal the manifest's",
+    ]
+    if not exists:
+        return [*steps, f"rename {names.staging} to {names.target}"]
+    steps += [
+        f"swap: block and end connections to {names.target}, rename it to {names.aside} "
+        f"(kept), rename {names.staging} to {names.target}",
+    ]
+    if safety:
+        steps.append(f"safety backup (kind safety) of {names.aside} into the repository")
+    return steps
+
+
+def _restore_into_staging(
+    settings: Settings,
+    manifest: catalog.Manifest,
+    dump: Path,
+    dsn: str,
+    names: SwapNames,
+    major: int,
+    jobs: int,
+    no_owner: bool,
+    entries: list[str],
+) -> None:
+    """pg_restore into the staging database and validate it; the live database is not touched.
+    On failure the staging database is left for inspection and the error says how to drop it."""
+    admin_dsn = _dsn_for(dsn, "postgres")
+    with db.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(_create_staging(conn, names))
+    left = (
+        f"{names.target} untouched; staging database {names.staging} left for inspection, "
+        f"drop it with: {_drop_command(admin_dsn, names.staging)}"
+    )
+    log("restore.staging", database=names.staging)
+    try:
+        bare_dsn, env = split_password(_dsn_for(dsn, names.staging))
         cmd = [
             program("pg_restore", major, settings.pg_bindir),
             "--verbose",
             "--exit-on-error",
             f"--jobs={jobs}",
             "--no-password",
+            *(["--no-owner"] if no_owner else []),
             "--dbname",
             bare_dsn,
             str(dump),
         ]
-        if no_owner:
-            cmd.insert(1, "--no-owner")
-        child = Child(cmd, env)
-        child.on_line = _progress(len(entries))
-        if child.wait() != 0:
-            raise DbtierError(
-                f"pg_restore failed: {child.error_line()} "
-                f"(staging database {staging} left for inspection)"
-            )
-        problems = validate_counts(_dsn_for(dsn, staging), manifest.row_counts)
+        child = Child(cmd, env, on_line=_progress(len(entries)))
+        try:
+            rc = child.wait()
+        finally:
+            child.kill()  # an interrupted restore (SIGTERM, ^C) leaves no pg_restore behind
+        if rc != 0:
+            raise DbtierError(f"pg_restore failed: {child.error_line()}")
+        problems = validate_counts(_dsn_for(dsn, names.staging), manifest.row_counts)
         if problems:
-            raise DbtierError(
-                f"validation failed: {problems[0]} ({len(problems)} table(s); "
-                f"staging database {staging} left, {target} untouched)"
-            )
-        with db.connect(admin_dsn, autocommit=True) as conn:
+            raise DbtierError(f"validation failed: {problems[0]} ({len(problems)} table(s))")
+    except DbtierError as exc:
+        raise DbtierError(f"{exc} ({left})", exc.exit_code) from None
+    except psycopg.Error as exc:
+        raise DbtierError(f"PostgreSQL: {db.first_line(exc)} ({left})") from None
+    except BaseException:
+        log("restore.left", "error", database=names.staging, detail=left)
+        raise
+
+
+def _create_staging(conn: psycopg.Connection, names: SwapNames) -> sql.Composed:
+    """CREATE DATABASE for the staging database: like the live one (owner, encoding, locale)
+    when it exists, so the swap changes the content only."""
+    row = conn.execute(
+        "SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype "
+        "FROM pg_database WHERE datname = %s",
+        (names.target,),
+    ).fetchone()
+    create = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(names.staging))
+    if row is None:
+        return create
+    return sql.SQL("{} OWNER {} ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
+        create, sql.Identifier(row[0]), *(sql.Literal(v) for v in row[1:])
+    )
+
+
+def _swap(admin_dsn: str, names: SwapNames, exists: bool) -> None:
+    """Put the staging database in place by renames, in one transaction: either the restored
+    database is <target> and the old one is <aside>, or nothing changed."""
+    rename = "ALTER DATABASE {} RENAME TO {}"
+    with db.connect(admin_dsn, autocommit=True) as conn:
+        if exists:
+            # No new sessions, then end the current ones: a database in use cannot be renamed.
+            _allow_connections(conn, names.target, False)
+        try:
             if exists:
+                terminated = conn.execute(
+                    "SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (names.target,),
+                ).fetchone()[0]
+                log("restore.sessions_ended", database=names.target, sessions=terminated)
+            with conn.transaction():
+                if exists:
+                    conn.execute(
+                        sql.SQL(rename).format(
+                            sql.Identifier(names.target), sql.Identifier(names.aside)
+                        )
+                    )
                 conn.execute(
-                    sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(target))
+                    sql.SQL(rename).format(
+                        sql.Identifier(names.staging), sql.Identifier(names.target)
+                    )
                 )
-            conn.execute(
-                sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                    sql.Identifier(staging), sql.Identifier(target)
-                )
-            )
-        log("restore.done", database=target, tables=len(manifest.row_counts))
-        return {
-            **plan,
-            "restored": True,
-            "safety_backup_id": safety["backup_id"] if safety else None,
-            "validated_tables": len(manifest.row_counts),
-        }
-    raise AssertionError("unreachable")  # pragma: no cover
+        except BaseException as exc:
+            if exists:  # whatever failed, the live database takes connections again
+                _allow_connections(conn, names.target, True)
+            if isinstance(exc, psycopg.Error):
+                raise DbtierError(
+                    f"swap failed, {names.target} untouched: PostgreSQL: {db.first_line(exc)} "
+                    f"(the validated restore is in {names.staging}; drop it with: "
+                    f"{_drop_command(admin_dsn, names.staging)})"
+                ) from None
+            raise
+        if exists:
+            _allow_connections(conn, names.aside, True)  # to inspect it and back it up
+    log("restore.swapped", database=names.target, kept=names.aside if exists else None)
+
+
+def _allow_connections(conn: psycopg.Connection, database: str, allow: bool) -> None:
+    conn.execute(
+        sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
+            sql.Identifier(database), sql.SQL("true" if allow else "false")
+        )
+    )
+
+
+def _safety_backup(settings: Settings, dsn: str, names: SwapNames) -> str:
+    """Back up the kept-aside database into the repository (kind safety; `latest` never picks
+    it). After the swap nothing writes to it, so the copy is exact and the restore is already
+    in service. A failure here loses nothing: the kept database is still there."""
+    try:
+        # Its backup_history row goes to the restored database, where operators look.
+        history = settings.history_dsn or _dsn_for(dsn, names.target)
+        safety = backup.backup_logical(
+            dataclasses.replace(settings, history_dsn=history),
+            kind="safety",
+            database_dsn=_dsn_for(dsn, names.aside),
+        )
+    except (DbtierError, psycopg.Error) as exc:
+        reason = f"PostgreSQL: {db.first_line(exc)}" if isinstance(exc, psycopg.Error) else exc
+        raise DbtierError(
+            f"restored {names.target}, but the safety backup of the kept database "
+            f"{names.aside} failed: {reason} (the old data is still in {names.aside})",
+            getattr(exc, "exit_code", None),
+        ) from None
+    log("restore.safety_backup", backup_id=safety["backup_id"], database=names.aside)
+    return str(safety["backup_id"])
 
 
 # --------------------------------------------------------------------------------- PITR
 
 
-def choose_base(repo: Repository, provider: Any, target: Any) -> catalog.Manifest:
-    bases = catalog.list_backups(repo, provider, kind="base")
+@dataclass(frozen=True)
+class RecoveryTarget:
+    """Where recovery stops, as recovery_target* settings.
+
+    Kinds: "time" (restore pitr --target-time) and "immediate" (the base backup's consistency
+    point: deep verify). Another kind (latest, a named restore point, an LSN) needs a
+    constructor, its lines in conf_lines() and its rule in choose_base().
+    """
+
+    kind: str
+    value: str
+    time: datetime | None = None
+
+    @classmethod
+    def at_time(cls, text: str) -> RecoveryTarget:
+        if not text.strip():
+            raise UsageError("empty target time (e.g. --target-time '2026-04-07 14:30:00+00')")
+        when = catalog.parse_time(text)
+        return cls("time", catalog.iso(when), when)
+
+    @classmethod
+    def immediate(cls) -> RecoveryTarget:
+        return cls("immediate", "consistency")
+
+    def conf_lines(self) -> list[str]:
+        if self.kind == "time" and self.time is not None:
+            stamp = f"{self.time.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f+00}"
+            return [f"recovery_target_time = {_conf_quote(stamp)}"]
+        if self.kind == "immediate":
+            return ["recovery_target = 'immediate'"]
+        raise AssertionError(f"unknown recovery target kind {self.kind}")
+
+
+def parse_timeline(text: str) -> str:
+    """recovery_target_timeline: latest, current or a timeline id."""
+    value = text.strip().lower()
+    if value in ("latest", "current") or (value.isdigit() and int(value) > 0):
+        return value
+    raise UsageError(f"bad timeline {text!r} (latest, current or a number such as 2)")
+
+
+def choose_base(store: Store, target: RecoveryTarget) -> catalog.Manifest:
+    """The newest good base backup consistent before the target (complete, not failed by its
+    last verification: the same rule retention uses; an older good one beats a newer bad one)."""
+    bases = catalog.list_backups(store.repo, store.provider, kind="base")
     if not bases:
         raise UsageError(
-            f"no base backup in {repo.describe()}: PITR needs one (dbtier backup base)"
+            f"no base backup in {store.describe()}: PITR needs one (dbtier backup base)"
         )
-    usable = [m for m in bases if m.stopped <= target]
+    assert target.time is not None
+    usable = [m for m in bases if m.stopped <= target.time]
     if not usable:
         raise UsageError(
-            f"target {catalog.iso(target)} is before the oldest base backup "
+            f"target {target.value} is before the oldest base backup "
             f"({bases[0].id}, consistent at {bases[0].stopped_at})"
         )
-    return usable[-1]
+    archived = catalog.archived_wal(store.repo)
+    good = [m for m in usable if catalog.is_good(store.repo, store.provider, m, archived)]
+    if not good:
+        raise DbtierError(
+            f"no usable base backup before {target.value}: {usable[-1].id} and older ones are "
+            "incomplete or failed verification (dbtier backup list / backup verify ID)"
+        )
+    if good[-1] is not usable[-1]:
+        log("pitr.skipped_bad_base", "warning", skipped=usable[-1].id, using=good[-1].id)
+    return good[-1]
 
 
 def _conf_quote(value: str) -> str:
@@ -330,9 +543,11 @@ def _safe_extract(tar: tarfile.TarFile, destination: Path) -> None:
 
 
 def _extract(repo: Repository, manifest: catalog.Manifest, provider: Any, datadir: Path) -> None:
-    data_key = keys.unwrap_data_key(provider, manifest.encryption["data_key"])
+    """Decrypt the base backup into a pipe and untar from it (no second copy on disk), then
+    check the whole stream against the manifest: stored size and sha256 (by download_decrypted)
+    and raw size and sha256, before anything may start a server on it."""
+    data_key = provider.unwrap(manifest.wrapped_key)
     obj = manifest.objects[0]
-    # Decrypt into a pipe and untar from it: no second copy of the cluster on disk.
     read_fd, write_fd = os.pipe()
     errors: list[BaseException] = []
 
@@ -345,6 +560,9 @@ def _extract(repo: Repository, manifest: catalog.Manifest, provider: Any, datadi
                     sink,
                     data_key,
                     expected_sha256=obj.sha256,
+                    expected_size=obj.size,
+                    expected_raw_sha256=obj.raw_sha256,
+                    expected_raw_size=obj.raw_size,
                 )
         except BaseException as exc:
             errors.append(exc)
@@ -352,8 +570,11 @@ def _extract(repo: Repository, manifest: catalog.Manifest, provider: Any, datadi
     producer = threading.Thread(target=produce, daemon=True)
     producer.start()
     try:
-        with os.fdopen(read_fd, "rb") as source, tarfile.open(fileobj=source, mode="r|") as tar:
-            _safe_extract(tar, datadir)
+        with os.fdopen(read_fd, "rb") as source:
+            with tarfile.open(fileobj=source, mode="r|") as tar:
+                _safe_extract(tar, datadir)
+            while source.read(1 << 20):  # tar's end padding: the checksum covers every byte
+                pass
     except (tarfile.TarError, OSError) as exc:
         producer.join(timeout=60)
         if errors:
@@ -362,39 +583,72 @@ def _extract(repo: Repository, manifest: catalog.Manifest, provider: Any, datadi
     producer.join()
     if errors:
         raise errors[0]
+    _check_system_identifier(datadir, manifest)
+
+
+def _check_system_identifier(datadir: Path, manifest: catalog.Manifest) -> None:
+    """The unpacked cluster must be the one the manifest names (pg_control starts with its
+    system identifier, a native-endian u64)."""
+    try:
+        raw = (datadir / "global" / "pg_control").read_bytes()[:8]
+    except OSError as exc:
+        raise DbtierError(
+            f"base backup {manifest.id}: no readable global/pg_control ({exc})"
+        ) from None
+    found = str(int.from_bytes(raw, sys.byteorder)) if len(raw) == 8 else "?"
+    if found != manifest.system_identifier:
+        raise DbtierError(
+            f"base backup {manifest.id}: the unpacked cluster has system identifier {found}, "
+            f"the manifest says {manifest.system_identifier}"
+        )
+
+
+def _check_datadir(datadir: str) -> Path:
+    """The new data directory: absolute, and absent or an empty directory."""
+    if not datadir.strip():
+        raise UsageError("empty --data-dir (a new or empty directory, e.g. /var/lib/pitr)")
+    directory = Path(datadir)
+    if not directory.is_absolute():
+        raise UsageError(f"--data-dir {datadir} is relative: give an absolute path")
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"--data-dir {datadir} is not a directory: give a new or empty one")
+    if directory.exists() and any(directory.iterdir()):
+        raise UsageError(f"data directory {directory} is not empty: restore into a new one")
+    return directory
 
 
 def restore_pitr(
     settings: Settings,
-    target_time: str,
+    target: RecoveryTarget,
     datadir: str,
     *,
+    timeline: str = "latest",
     port: int | None = None,
     keep_running: bool = False,
     timeout: float = 1800,
     dry_run: bool = False,
 ) -> dict[str, Any]:
+    """Recover the newest base backup before target into a new data directory with WAL from the
+    archive, promote it and check it answers; archiving stays off on the recovered server."""
     from . import wal  # local import: wal imports pipeline lazily too
 
-    target = catalog.parse_time(target_time)
-    provider = keys.from_settings(settings)
-    url = settings.require("repository", "set BACKUP_REPOSITORY or repository= in dbtier.toml")
-    repo = open_repository(url, endpoint_url=settings.endpoint_url, region=settings.region)
-    base = choose_base(repo, provider, target)
-    last = wal.last_archived(Store(repo=repo, provider=provider, settings=settings))
+    directory = _check_datadir(datadir)
+    timeline = parse_timeline(timeline)
+    store = open_store(settings)
+    repo, provider = store.repo, store.provider
+    base = choose_base(store, target)
+    last = wal.last_archived(store)
     if last is None:
         raise UsageError(f"no WAL archived in {repo.describe()}: PITR impossible")
-    if catalog.parse_time(last[1]) < target:
+    if target.time is not None and catalog.parse_time(last[1]) < target.time:
         raise UsageError(
-            f"target {catalog.iso(target)} is after the last archived WAL ({last[0]}, pushed "
+            f"target {target.value} is after the last archived WAL ({last[0]}, pushed "
             f"{last[1]}): the archive cannot reach it"
         )
-    keys.unwrap_data_key(provider, base.encryption["data_key"])  # wrong key: fail now
-    directory = Path(datadir)
-    if directory.exists() and any(directory.iterdir()):
-        raise UsageError(f"data directory {directory} is not empty: restore into a new one")
     plan = {
-        "target_time": catalog.iso(target),
+        "target": target.kind,
+        "target_time": target.value if target.kind == "time" else None,
+        "target_timeline": timeline,
         "base_backup": base.id,
         "base_consistent_at": base.stopped_at,
         "start_wal": base.start_wal_file,
@@ -406,16 +660,14 @@ def restore_pitr(
     job = Job(name="restore_pitr", kind="pitr", backup_id=f"{catalog.new_backup_id('pitr')}")
     with run_job(job, history_dsn=settings.history_dsn, metrics_dir=settings.metrics_dir):
         job.bytes = base.raw_size
-        target_setting = (
-            f"recovery_target_time = '{target.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f+00}'"
-        )
         result = recover(
             settings,
             repo,
             provider,
             base,
             directory,
-            target_setting,
+            target,
+            timeline=timeline,
             port=port,
             keep_running=keep_running,
             timeout=timeout,
@@ -440,42 +692,86 @@ def _ensure_config_files(directory: Path) -> None:
             path.chmod(0o600)
 
 
+def _empty(directory: Path) -> None:
+    for child in directory.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+def _prepare(
+    settings: Settings,
+    repo: Repository,
+    provider: Any,
+    base: catalog.Manifest,
+    directory: Path,
+    lines: list[str],
+) -> None:
+    """Unpack and check the base backup, then set it up to recover (recovery.signal, lines)."""
+    fresh = not directory.exists() or not any(directory.iterdir())
+    private_dir(directory)
+    try:
+        _extract(repo, base, provider, directory)
+    except BaseException:
+        if fresh:  # leave nothing unverified that someone could start by mistake
+            _empty(directory)
+        raise
+    _ensure_config_files(directory)
+    (directory / "recovery.signal").touch()
+    with (directory / "postgresql.auto.conf").open("a") as conf:
+        conf.write("\n# dbtier recovery\n" + "".join(f"{line}\n" for line in lines))
+    if os.geteuid() == 0:
+        for root, dirs, files in os.walk(directory):
+            for name in dirs + files:
+                chown_to_server_user(Path(root) / name)
+
+
 def recover(
     settings: Settings,
     repo: Repository,
     provider: Any,
     base: catalog.Manifest,
     directory: Path,
-    target_setting: str,
+    target: RecoveryTarget,
     *,
+    timeline: str = "latest",
+    action: str = "promote",
     port: int | None = None,
     keep_running: bool = False,
     timeout: float = 1800,
 ) -> dict[str, Any]:
-    """Unpack a base backup into directory, recover with WAL from the archive up to
-    target_setting (a recovery_target* line), promote, and check the server answers."""
+    """Unpack a base backup into directory and recover with WAL from the archive up to target.
+
+    action "promote": promote there and check the server answers (PITR); "shutdown": stop at
+    the target and check the control data says so (deep verify: nothing new is ever written).
+    The server runs with archive_mode=off (command line, not persisted): a scratch server must
+    never push WAL or a timeline history file into the production repository.
+    """
     started = time.monotonic()
-    directory.mkdir(parents=True, exist_ok=True)
-    directory.chmod(0o700)
-    _extract(repo, base, provider, directory)
-    _ensure_config_files(directory)
-    (directory / "recovery.signal").touch()
-    with (directory / "postgresql.auto.conf").open("a") as conf:
-        conf.write(
-            "\n# dbtier recovery\n"
-            f"restore_command = {_conf_quote(_restore_command(settings))}\n"
-            f"{target_setting}\n"
-            "recovery_target_action = 'promote'\n"
-        )
-    if os.geteuid() == 0:
-        for root, dirs, files in os.walk(directory):
-            for name in dirs + files:
-                chown_to_server_user(Path(root) / name)
-        chown_to_server_user(directory)
+    lines = [
+        f"restore_command = {_conf_quote(_restore_command(settings))}",
+        *target.conf_lines(),
+        f"recovery_target_timeline = {_conf_quote(timeline)}",
+        f"recovery_target_action = {_conf_quote(action)}",
+    ]
+    _prepare(settings, repo, provider, base, directory, lines)
     cluster = LocalCluster(
-        base=directory.parent, port=port or free_port(), data=directory, scratch=False
+        base=directory.parent,
+        port=port or free_port(),
+        major=int(base.server_version.split(".")[0]),
+        data=directory,
+        scratch=False,
+        # Not persisted: the operator's own start of a recovered directory decides. The log
+        # stays in cluster.logfile, where failures are read from.
+        settings={"archive_mode": "off", "logging_collector": "off"},
     )
-    log("pitr.start", data_directory=str(directory), port=cluster.port)
+    log("pitr.start", data_directory=str(directory), port=cluster.port, action=action)
+    if action == "shutdown":
+        state = _run_to_target(cluster, timeout)
+        seconds = round(time.monotonic() - started, 1)
+        log("pitr.done", state=state, seconds=seconds)
+        return {"consistent": True, "state": state, "seconds": seconds}
     try:
         try:
             cluster.start(timeout=int(timeout))
@@ -497,6 +793,25 @@ def recover(
         "seconds": round(elapsed, 1),
         "running": keep_running,
     }
+
+
+def _run_to_target(cluster: LocalCluster, timeout: float) -> str:
+    """Run recovery until the server shuts itself down at the target, then check in the control
+    file that it got there: shut down in recovery, the backup's end replayed (consistent)."""
+    if cluster.run_to_exit(timeout) is None:
+        raise DbtierError(
+            f"recovery did not reach its target within {timeout:g}s (log: {cluster.logfile})"
+        )
+    control = cluster.control_data()
+    state = control.get("Database cluster state", "unknown")
+    consistent = (
+        state == "shut down in recovery"
+        and control.get("Backup start location") == "0/0"
+        and control.get("End-of-backup record required") == "no"
+    )
+    if not consistent:
+        raise DbtierError(f"recovery failed: {_recovery_failure(cluster)} (state: {state})")
+    return state
 
 
 def _wait_promoted(cluster: LocalCluster, timeout: float, datadir: Path) -> str | None:
