@@ -554,8 +554,12 @@ def test_pitr_uses_an_older_good_base_when_the_newest_failed_verification(
     made = cli(store, "backup", "base", "--json", dsn=base_backup["dsn"])
     assert made.returncode == 0, made.stderr
     newest = json.loads(made.stdout)["backup_id"]
-    wait_archived(base_backup["dsn"], switch_wal(base_backup["dsn"]))
+    time.sleep(1.1)
     target = catalog.iso(catalog.now_utc())
+    time.sleep(1.1)
+    with psycopg.connect(base_backup["dsn"], autocommit=True) as conn:
+        conn.execute("INSERT INTO t VALUES (1)")
+    wait_archived(base_backup["dsn"], switch_wal(base_backup["dsn"]))
     plan = cli(store, "restore", "pitr", "--target-time", target, "--data-dir",
                str(store["base"] / "never"), "--dry-run", "--json")  # fmt: skip
     assert plan.returncode == 0, plan.stderr
