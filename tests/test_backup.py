@@ -910,7 +910,11 @@ def test_deep_verify_keeps_decrypted_data_private(source_db: str, store: dict) -
         while not stop.is_set():
             now = {p for pattern in scratch for p in Path("/tmp").glob(pattern)}
             for top in now - before:
-                for path in [top, *top.rglob("*")]:
+                try:
+                    paths = [top, *top.rglob("*")]
+                except OSError:  # a directory vanished while listing: look again next round
+                    continue
+                for path in paths:
                     try:
                         mode = path.lstat().st_mode
                     except OSError:
