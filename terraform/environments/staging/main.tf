@@ -58,3 +58,35 @@ module "tier" {
   ansible_connection = var.ansible_connection
   ansible_user       = var.ansible_user
 }
+
+# The modules used to be called from here directly: keep their state (RDS, buckets, hosts) where
+# it is instead of destroying and recreating them under module.tier.
+moved {
+  from = module.network
+  to   = module.tier.module.network
+}
+
+moved {
+  from = module.backup_buckets
+  to   = module.tier.module.backup_buckets
+}
+
+moved {
+  from = module.rds
+  to   = module.tier.module.rds
+}
+
+moved {
+  from = module.iam
+  to   = module.tier.module.iam
+}
+
+moved {
+  from = module.pgbouncer_hosts
+  to   = module.tier.module.pgbouncer_hosts
+}
+
+moved {
+  from = module.ops_host
+  to   = module.tier.module.ops_host
+}
