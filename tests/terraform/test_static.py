@@ -80,8 +80,12 @@ def test_no_environment_points_at_a_local_api() -> None:
             continue
         text = tf.read_text()
         assert not tf.name.endswith("_override.tf"), f"override file in the real tree: {tf}"
-        for needle in ("127.0.0.1", "localhost", "endpoints", "skip_credentials_validation"):
+        for needle in ("127.0.0.1", "localhost", "skip_credentials_validation"):
             assert needle not in text, f"{tf.relative_to(ROOT)} mentions {needle}"
+        # a provider's `endpoints { ... }` block (VPC endpoints are resources, not this)
+        assert not re.search(r"^\s*endpoints\s*[{=]", text, re.M), (
+            f"{tf.relative_to(ROOT)} sets provider endpoints"
+        )
 
 
 def test_checkov() -> None:
