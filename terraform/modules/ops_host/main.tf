@@ -29,7 +29,9 @@ resource "aws_instance" "this" {
   tags        = merge(var.tags, { Name = var.name, Role = "ops" })
   volume_tags = merge(var.tags, { Name = var.name })
 
+  # User data runs only at the first boot: changing it on a running host would only stop and
+  # start it. Like a new AMI, new user data reaches a host when it is replaced deliberately.
   lifecycle {
-    ignore_changes = [ami]
+    ignore_changes = [ami, user_data_base64]
   }
 }
