@@ -149,6 +149,8 @@ def test_applied_resources_have_what_matters(applied: Applied) -> None:
     assert db["MultiAZ"] and db["StorageEncrypted"] and not db["PubliclyAccessible"]
     assert db["BackupRetentionPeriod"] == 7 and db["DeletionProtection"] is False  # override
     assert db["Engine"] == "postgres" and db["EngineVersion"].startswith("15")
+    tags = {t["Key"]: t["Value"] for t in db["TagList"]}
+    assert tags | {"Project": "dbtier", "Environment": "staging", "ManagedBy": "terraform"} == tags
 
     s3 = boto3.client("s3", **applied.moto.client_kwargs())
     bucket = "mockupaws-dbtier-staging-backups"

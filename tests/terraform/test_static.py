@@ -286,10 +286,12 @@ def test_documented_rds_restore_is_allowed_by_iam() -> None:
     iam_vars = (TF_SRC / "modules" / "iam" / "variables.tf").read_text()
     suffix = re.search(r'variable "restore_suffix" \{.*?default\s+= "([^"]+)"', iam_vars, re.S)
     assert suffix
-    tier_vars = (TF_SRC / "modules" / "tier" / "variables.tf").read_text()
-    project = re.search(r'variable "project" \{.*?default\s+= "([^"]+)"', tier_vars, re.S)
-    assert project
-    sources = {f"{project[1]}-{e.name}" for e in environment_dirs()}
+    sources = set()
+    for env in environment_dirs():
+        env_vars = (env / "variables.tf").read_text()
+        project = re.search(r'variable "project" \{.*?default\s+= "([^"]+)"', env_vars, re.S)
+        assert project, f"{rel(env)}: no default project"
+        sources.add(f"{project[1]}-{env.name}")
     examples = []
     for doc in DOCS:
         text = " ".join(doc.read_text().split())

@@ -8,9 +8,9 @@ variable "environment" {
 }
 
 variable "project" {
-  description = "Project prefix of every resource name (module default: dbtier)."
+  description = "Project prefix of every resource name and the Project tag."
   type        = string
-  default     = null
+  default     = "dbtier"
 }
 
 variable "region" {

@@ -14,10 +14,8 @@ variable "environment" {
 }
 
 variable "project" {
-  description = "Project prefix of every resource name."
+  description = "Project prefix of every resource name (the environments' default: dbtier)."
   type        = string
-  default     = "dbtier"
-  nullable    = false
 }
 
 variable "tags" {

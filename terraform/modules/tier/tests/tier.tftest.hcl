@@ -64,6 +64,7 @@ mock_provider "aws" {
 }
 
 variables {
+  project                  = "dbtier"
   environment              = "test"
   availability_zones       = ["us-east-1a", "us-east-1b"]
   vpc_cidr                 = "10.40.0.0/16"

@@ -16,6 +16,7 @@ module "tier" {
     aws.dr = aws.dr
   }
 
+  project                  = "dbtier"
   environment              = "example"
   availability_zones       = ["eu-south-1a", "eu-south-1b"]
   vpc_cidr                 = "10.50.0.0/16"
