@@ -4,9 +4,17 @@
 It reads the `ansible_inventory` output of `terraform/environments/<env>` (see outputs.tf there)
 and prints the JSON Ansible expects from an inventory script:
 
-    groups   postgresql (self-managed DB hosts; empty on RDS), pgbouncer, ops
+    groups   postgresql (self-managed DB hosts; empty on RDS), pgbouncer, ops; every host has
+             ansible_host (private IP) and ansible_aws_ssm_instance_id (its EC2 instance id)
     all:vars dbtier_db_host, dbtier_db_port, dbtier_db_name, dbtier_backup_bucket,
-             dbtier_backup_dr_bucket, dbtier_backup_region, dbtier_dr_region, dbtier_kms_key_id, ...
+             dbtier_backup_dr_bucket, dbtier_backup_region, dbtier_dr_region, dbtier_kms_key_id,
+             dbtier_secondary_repository (s3://<DR bucket>/<prefix>), dbtier_secondary_region,
+             dbtier_retention_days, postgresql_allowed_cidrs, dbtier_postgresql_major,
+             pgbouncer_health_port, pgbouncer_health_path, ansible_connection,
+             ansible_aws_ssm_bucket_name, ansible_aws_ssm_region, ...
+
+The variables keep the names Terraform gives them in the output; the script checks that the ones
+the roles need are there and have the right shape, and says which one is wrong on one line.
 
 Which environment:
   * DBTIER_ENV=production, or
@@ -23,6 +31,7 @@ Usage: terraform_inventory.py --list | --host NAME
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import subprocess
@@ -41,7 +50,44 @@ REQUIRED_VARS = (
     "dbtier_backup_region",
     "dbtier_dr_region",
     "dbtier_kms_key_id",
+    "dbtier_secondary_repository",
+    "dbtier_secondary_region",
+    "dbtier_retention_days",
+    "postgresql_allowed_cidrs",
+    "dbtier_postgresql_major",
 )
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _cidr_list(value: Any) -> bool:
+    if not isinstance(value, list) or not value:
+        return False
+    try:
+        return all(isinstance(c, str) and ipaddress.ip_network(c) for c in value)
+    except ValueError:
+        return False
+
+
+def _s3_url(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith("s3://") and len(value) > len("s3://")
+
+
+def _port(value: Any) -> bool:
+    return _positive_int(value) and value < 65536
+
+
+# variable -> (check, what it must be); only checked when present (REQUIRED_VARS says which must be)
+VAR_SHAPES = {
+    "dbtier_db_port": (_port, "a TCP port"),
+    "dbtier_secondary_repository": (_s3_url, "an s3://bucket/prefix URL"),
+    "dbtier_retention_days": (_positive_int, "a positive number of days"),
+    "postgresql_allowed_cidrs": (_cidr_list, "a non-empty list of CIDR blocks"),
+    "dbtier_postgresql_major": (_positive_int, "a PostgreSQL major version number"),
+    "pgbouncer_health_port": (_port, "a TCP port"),
+}
 
 
 class InventoryError(Exception):
@@ -114,9 +160,14 @@ def build_inventory(outputs: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("groups"), dict):
         raise InventoryError("ansible_inventory output has no groups map")
     variables = dict(data.get("vars") or {})
-    missing = [v for v in REQUIRED_VARS if variables.get(v) in (None, "")]
+    missing = [v for v in REQUIRED_VARS if variables.get(v) in (None, "", [])]
     if missing:
         raise InventoryError(f"ansible_inventory output lacks {', '.join(missing)}")
+    for name, (check, what) in VAR_SHAPES.items():
+        if name in variables and not check(variables[name]):
+            raise InventoryError(
+                f"ansible_inventory output: {name} = {json.dumps(variables[name])} is not {what}"
+            )
 
     inventory: dict[str, Any] = {
         "_meta": {"hostvars": {}},

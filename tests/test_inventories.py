@@ -67,6 +67,11 @@ TF_VARS = {
     "dbtier_backup_region": "eu-west-1",
     "dbtier_dr_region": "eu-central-1",
     "dbtier_kms_key_id": "arn:aws:kms:eu-west-1:123456789012:key/mrk-1",
+    "dbtier_secondary_repository": "s3://dbtier-ENV-backups-dr/dbtier/",
+    "dbtier_secondary_region": "eu-central-1",
+    "dbtier_retention_days": 30,
+    "postgresql_allowed_cidrs": ["10.20.1.0/24", "10.20.2.0/24"],
+    "dbtier_postgresql_major": 15,
 }
 
 

@@ -1,8 +1,10 @@
 """init / apply / second plan (no changes) / destroy of an environment against moto_server.
 
-The environment is the real `terraform/environments/staging` with its real terraform.tfvars,
-in a private copy, with the S3 backend + DynamoDB lock table pointed at the same local server.
-Only the copied `moto_override.tf` files (tests/terraform/moto/) differ from the real tree.
+The environment is the real `terraform/environments/staging` (module "tier" with staging's
+terraform.tfvars: NAT gateway on), in a private copy, with the S3 backend + DynamoDB lock table
+pointed at the same local server. Only the copied `moto_override.tf` files
+(tests/terraform/moto/) differ from the real tree. Everything the tier creates is applied here,
+VPC endpoints, NAT gateway and SSM access included; nothing is left out for moto.
 """
 
 from __future__ import annotations
@@ -147,6 +149,8 @@ def test_applied_resources_have_what_matters(applied: Applied) -> None:
     assert db["MultiAZ"] and db["StorageEncrypted"] and not db["PubliclyAccessible"]
     assert db["BackupRetentionPeriod"] == 7 and db["DeletionProtection"] is False  # override
     assert db["Engine"] == "postgres" and db["EngineVersion"].startswith("15")
+    tags = {t["Key"]: t["Value"] for t in db["TagList"]}
+    assert tags | {"Project": "dbtier", "Environment": "staging", "ManagedBy": "terraform"} == tags
 
     s3 = boto3.client("s3", **applied.moto.client_kwargs())
     bucket = "mockupaws-dbtier-staging-backups"
@@ -167,6 +171,135 @@ def test_applied_resources_have_what_matters(applied: Applied) -> None:
     dr = boto3.client("s3", **applied.moto.client_kwargs("eu-west-1"))
     loc = dr.get_bucket_location(Bucket="mockupaws-dbtier-staging-backups-dr")
     assert loc["LocationConstraint"] == "eu-west-1"
+
+
+def test_network_has_a_private_way_to_aws_and_nat(applied: Applied) -> None:
+    ec2 = boto3.client("ec2", **applied.moto.client_kwargs())
+    vpc_id = applied.outputs["vpc_id"]["value"]
+    in_vpc = [{"Name": "vpc-id", "Values": [vpc_id]}]
+    subnets = ec2.describe_subnets(Filters=in_vpc)["Subnets"]
+    private = sorted(
+        (s for s in subnets if {"Key": "Tier", "Value": "private"} in s.get("Tags", [])),
+        key=lambda s: s["CidrBlock"],
+    )
+    public = [s for s in subnets if {"Key": "Tier", "Value": "public"} in s.get("Tags", [])]
+    assert [s["CidrBlock"] for s in private] == ["10.41.1.0/24", "10.41.2.0/24"]
+    assert [s["CidrBlock"] for s in public] == ["10.41.201.0/24"]
+    assert not any(s["MapPublicIpOnLaunch"] for s in subnets)
+
+    endpoints = ec2.describe_vpc_endpoints(Filters=in_vpc)["VpcEndpoints"]
+    by_service = {e["ServiceName"].rsplit(".", 1)[1]: e for e in endpoints}
+    services = ["kms", "secretsmanager", "ssm", "ssmmessages", "ec2messages", "logs", "sts", "rds"]
+    assert set(by_service) == {"s3", *services}
+    s3 = by_service["s3"]
+    assert s3["VpcEndpointType"] == "Gateway"
+
+    # each private subnet: its own route table with the S3 endpoint and 0.0.0.0/0 -> NAT
+    nat = ec2.describe_nat_gateways(Filters=in_vpc)["NatGateways"]
+    assert len(nat) == 1 and nat[0]["SubnetId"] == public[0]["SubnetId"]
+    assert nat[0]["NatGatewayAddresses"][0].get("PublicIp")
+    tables = ec2.describe_route_tables(Filters=in_vpc)["RouteTables"]
+    for subnet in private:
+        table = next(
+            t
+            for t in tables
+            if any(a.get("SubnetId") == subnet["SubnetId"] for a in t["Associations"])
+        )
+        assert table["RouteTableId"] in s3["RouteTableIds"]
+        default = [r for r in table["Routes"] if r.get("DestinationCidrBlock") == "0.0.0.0/0"]
+        assert [r.get("NatGatewayId") for r in default] == [nat[0]["NatGatewayId"]]
+    igw = ec2.describe_internet_gateways(
+        Filters=[{"Name": "attachment.vpc-id", "Values": [vpc_id]}]
+    )["InternetGateways"]
+    assert len(igw) == 1
+
+    groups = {
+        g["GroupId"]: g for g in ec2.describe_security_groups(Filters=in_vpc)["SecurityGroups"]
+    }
+    endpoint_sg = {g for e in endpoints for g in (x["GroupId"] for x in e.get("Groups", []))}
+    for name in services:
+        e = by_service[name]
+        assert e["VpcEndpointType"] == "Interface" and e["PrivateDnsEnabled"], name
+        assert sorted(e["SubnetIds"]) == sorted(s["SubnetId"] for s in private), name
+    assert len(endpoint_sg) == 1
+    (sg,) = endpoint_sg
+    rules = groups[sg]["IpPermissions"]
+    assert [(r["IpProtocol"], r["FromPort"], r["ToPort"]) for r in rules] == [("tcp", 443, 443)]
+    assert [ip["CidrIp"] for ip in rules[0]["IpRanges"]] == ["10.41.0.0/16"]
+
+    # nothing opens SSH, nothing is open to the world
+    for group in groups.values():
+        for rule in group["IpPermissions"]:
+            assert not (rule.get("FromPort", 0) <= 22 <= rule.get("ToPort", -1)), group["GroupName"]
+            assert all(ip["CidrIp"] != "0.0.0.0/0" for ip in rule.get("IpRanges", []))
+
+
+def test_pgbouncer_health_check_and_ssm_access(applied: Applied) -> None:
+    elb = boto3.client("elbv2", **applied.moto.client_kwargs())
+    (tg,) = elb.describe_target_groups(Names=["dbtier-staging-pgbouncer"])["TargetGroups"]
+    assert (tg["Protocol"], tg["Port"]) == ("TCP", 6432)
+    assert (tg["HealthCheckProtocol"], tg["HealthCheckPort"], tg["HealthCheckPath"]) == (
+        "HTTP",
+        "8008",
+        "/health",
+    )
+    assert tg["Matcher"] == {"HttpCode": "200"}
+
+    ec2 = boto3.client("ec2", **applied.moto.client_kwargs())
+    pgb_sg = ec2.describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": ["dbtier-staging-pgbouncer"]}]
+    )["SecurityGroups"][0]
+    opened = {
+        (r["FromPort"], ip["CidrIp"]) for r in pgb_sg["IpPermissions"] for ip in r["IpRanges"]
+    }
+    assert opened == {(6432, "10.41.100.0/22"), (8008, "10.41.0.0/16")}
+
+    iam = boto3.client("iam", **applied.moto.client_kwargs())
+    instance_ids = applied.outputs["instance_ids"]["value"]
+    assert set(instance_ids) == {
+        "dbtier-staging-pgbouncer-1",
+        "dbtier-staging-pgbouncer-2",
+        "dbtier-staging-ops",
+    }
+    reservations = ec2.describe_instances(InstanceIds=list(instance_ids.values()))["Reservations"]
+    for instance in (i for r in reservations for i in r["Instances"]):
+        profile = instance["IamInstanceProfile"]["Arn"].rsplit("/", 1)[1]
+        (role,) = iam.get_instance_profile(InstanceProfileName=profile)["InstanceProfile"]["Roles"]
+        attached = iam.list_attached_role_policies(RoleName=role["RoleName"])["AttachedPolicies"]
+        assert "AmazonSSMManagedInstanceCore" in {p["PolicyName"] for p in attached}, profile
+
+    s3 = boto3.client("s3", **applied.moto.client_kwargs())
+    bucket = applied.outputs["ssm_bucket"]["value"]
+    assert bucket == "mockupaws-dbtier-staging-ssm-transfer"
+    rule = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"][0]
+    assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
+    assert all(s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"].values())
+    assert s3.get_bucket_versioning(Bucket=bucket).get("Status") is None  # never versioned
+    (life,) = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert life["Expiration"]["Days"] == 1
+
+    policy_arn = applied.outputs["ansible_controller_policy_arn"]["value"]
+    version = iam.get_policy(PolicyArn=policy_arn)["Policy"]["DefaultVersionId"]
+    document = iam.get_policy_version(PolicyArn=policy_arn, VersionId=version)["PolicyVersion"]
+    statements = document["Document"]["Statement"]
+    start = next(s for s in statements if s["Sid"] == "StartSessionsOnTheTierHosts")
+    assert {r.rsplit("/", 1)[1] for r in start["Resource"] if ":instance/" in r} == set(
+        instance_ids.values()
+    )
+
+
+def test_backup_lifecycle_outlives_the_retention(applied: Applied) -> None:
+    """Staging used to expire backups after 14 days while dbtier keeps them 30."""
+    retention = applied.outputs["backup_retention_days"]["value"]
+    assert retention == 30
+    for region, bucket in (
+        ("us-east-1", "mockupaws-dbtier-staging-backups"),
+        ("eu-west-1", "mockupaws-dbtier-staging-backups-dr"),
+    ):
+        s3 = boto3.client("s3", **applied.moto.client_kwargs(region))
+        (rule,) = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+        assert rule["Expiration"]["Days"] >= retention + 1, bucket
+        assert rule["NoncurrentVersionExpiration"]["NoncurrentDays"] >= retention + 1, bucket
 
 
 def test_inventory_from_real_outputs(applied: Applied, tmp_path: Path) -> None:
@@ -190,8 +323,25 @@ def test_inventory_from_real_outputs(applied: Applied, tmp_path: Path) -> None:
     assert v["dbtier_backup_dr_bucket"] == "mockupaws-dbtier-staging-backups-dr"
     assert (v["dbtier_backup_region"], v["dbtier_dr_region"]) == ("us-east-1", "eu-west-1")
     assert v["dbtier_kms_key_id"].startswith("arn:aws:kms:us-east-1:")
+    assert v["dbtier_secondary_repository"] == "s3://mockupaws-dbtier-staging-backups-dr/dbtier/"
+    assert v["dbtier_secondary_region"] == "eu-west-1"
+    assert v["dbtier_retention_days"] == 30
+    assert v["postgresql_allowed_cidrs"] == ["10.41.1.0/24", "10.41.2.0/24"]
+    assert v["dbtier_vpc_cidr"] == "10.41.0.0/16"
+    assert v["dbtier_postgresql_major"] == 15
+    assert v["dbtier_rds_restore_prefix"] == "dbtier-staging-pitr-"
+    assert (v["pgbouncer_health_port"], v["pgbouncer_health_path"]) == (8008, "/health")
+    assert v["ansible_connection"] == "amazon.aws.aws_ssm"
+    assert v["ansible_aws_ssm_bucket_name"] == "mockupaws-dbtier-staging-ssm-transfer"
+    assert v["ansible_aws_ssm_region"] == "us-east-1"
+    ec2 = boto3.client("ec2", **applied.moto.client_kwargs())
     for host in inv["pgbouncer"]["hosts"] + inv["ops"]["hosts"]:
-        assert inv["_meta"]["hostvars"][host]["ansible_host"].startswith("10.41.")
+        hv = inv["_meta"]["hostvars"][host]
+        assert hv["ansible_host"].startswith("10.41.")
+        (reservation,) = ec2.describe_instances(InstanceIds=[hv["ansible_aws_ssm_instance_id"]])[
+            "Reservations"
+        ]
+        assert reservation["Instances"][0]["PrivateIpAddress"] == hv["ansible_host"]
 
     # and straight from `terraform output -json` in the environment, as Ansible would run it
     proc = subprocess.run(

@@ -27,6 +27,18 @@ VARS = {
     "dbtier_backup_region": "us-east-1",
     "dbtier_dr_region": "eu-west-1",
     "dbtier_kms_key_id": "arn:aws:kms:us-east-1:123456789012:key/mrk-1",
+    "dbtier_secondary_repository": "s3://b-dr/dbtier/",
+    "dbtier_secondary_region": "eu-west-1",
+    "dbtier_secondary_check_replication": True,
+    "dbtier_retention_days": 30,
+    "postgresql_allowed_cidrs": ["10.40.1.0/24", "10.40.2.0/24"],
+    "dbtier_vpc_cidr": "10.40.0.0/16",
+    "dbtier_postgresql_major": 15,
+    "pgbouncer_health_port": 8008,
+    "pgbouncer_health_path": "/health",
+    "ansible_connection": "amazon.aws.aws_ssm",
+    "ansible_aws_ssm_bucket_name": "b-ssm",
+    "ansible_aws_ssm_region": "us-east-1",
 }
 
 
@@ -35,10 +47,24 @@ def outputs(**override: object) -> dict:
         "groups": {
             "postgresql": {},
             "pgbouncer": {
-                "p-2": {"ansible_host": "10.40.2.5", "ec2_instance_id": "i-2"},
-                "p-1": {"ansible_host": "10.40.1.5", "ec2_instance_id": "i-1"},
+                "p-2": {
+                    "ansible_host": "10.40.2.5",
+                    "ansible_aws_ssm_instance_id": "i-2",
+                    "ec2_instance_id": "i-2",
+                },
+                "p-1": {
+                    "ansible_host": "10.40.1.5",
+                    "ansible_aws_ssm_instance_id": "i-1",
+                    "ec2_instance_id": "i-1",
+                },
             },
-            "ops": {"ops-1": {"ansible_host": "10.40.1.9", "ec2_instance_id": "i-3"}},
+            "ops": {
+                "ops-1": {
+                    "ansible_host": "10.40.1.9",
+                    "ansible_aws_ssm_instance_id": "i-3",
+                    "ec2_instance_id": "i-3",
+                }
+            },
         },
         "vars": dict(VARS),
     }
@@ -73,6 +99,32 @@ def test_list_groups_and_vars(tmp_path: Path) -> None:
     assert inv["_meta"]["hostvars"]["p-2"]["ansible_host"] == "10.40.2.5"
 
 
+def test_dr_retention_network_and_engine_reach_the_roles(tmp_path: Path) -> None:
+    """The Terraform outputs the roles read arrive under the roles' own variable names."""
+    inv = json.loads(run(outputs(), "--list", tmp_path=tmp_path).stdout)
+    v = inv["all"]["vars"]
+    assert v["dbtier_secondary_repository"] == "s3://b-dr/dbtier/"
+    assert v["dbtier_secondary_region"] == "eu-west-1"
+    assert v["dbtier_retention_days"] == 30
+    assert v["postgresql_allowed_cidrs"] == ["10.40.1.0/24", "10.40.2.0/24"]
+    assert v["dbtier_postgresql_major"] == 15
+    assert (v["pgbouncer_health_port"], v["pgbouncer_health_path"]) == (8008, "/health")
+
+
+def test_ssm_connection_per_host(tmp_path: Path) -> None:
+    """Ansible reaches the hosts over SSM: instance id per host, bucket and region for all."""
+    inv = json.loads(run(outputs(), "--list", tmp_path=tmp_path).stdout)
+    assert inv["all"]["vars"]["ansible_connection"] == "amazon.aws.aws_ssm"
+    assert inv["all"]["vars"]["ansible_aws_ssm_bucket_name"] == "b-ssm"
+    assert inv["all"]["vars"]["ansible_aws_ssm_region"] == "us-east-1"
+    hostvars = inv["_meta"]["hostvars"]
+    assert {h: hv["ansible_aws_ssm_instance_id"] for h, hv in hostvars.items()} == {
+        "p-1": "i-1",
+        "p-2": "i-2",
+        "ops-1": "i-3",
+    }
+
+
 def test_host(tmp_path: Path) -> None:
     proc = run(outputs(), "--host", "ops-1", tmp_path=tmp_path)
     assert json.loads(proc.stdout)["ec2_instance_id"] == "i-3"
@@ -86,6 +138,19 @@ def test_host(tmp_path: Path) -> None:
         ("not json", "not JSON"),
         (outputs(vars={k: v for k, v in VARS.items() if k != "dbtier_kms_key_id"}), "lacks"),
         (outputs(groups={"pgbouncer": ["a"]}), "not a map of hosts"),
+        (outputs(vars={**VARS, "dbtier_secondary_repository": ""}), "lacks"),
+        (outputs(vars={**VARS, "postgresql_allowed_cidrs": []}), "lacks"),
+        (outputs(vars={k: v for k, v in VARS.items() if k != "dbtier_retention_days"}), "lacks"),
+        (
+            outputs(vars={**VARS, "dbtier_secondary_repository": "b-dr/dbtier/"}),
+            "dbtier_secondary_repository",
+        ),
+        (outputs(vars={**VARS, "dbtier_retention_days": "30"}), "dbtier_retention_days"),
+        (outputs(vars={**VARS, "dbtier_retention_days": 0}), "dbtier_retention_days"),
+        (outputs(vars={**VARS, "postgresql_allowed_cidrs": ["10.40.1.5/24"]}), "CIDR"),
+        (outputs(vars={**VARS, "postgresql_allowed_cidrs": "10.40.0.0/16"}), "CIDR"),
+        (outputs(vars={**VARS, "dbtier_postgresql_major": "15"}), "dbtier_postgresql_major"),
+        (outputs(vars={**VARS, "pgbouncer_health_port": 70000}), "pgbouncer_health_port"),
     ],
 )
 def test_bad_outputs_one_line_error(tmp_path: Path, doc: object, message: str) -> None:

@@ -1,3 +1,11 @@
+locals {
+  tags = merge(var.extra_tags, {
+    Project     = var.project
+    Environment = var.environment
+    ManagedBy   = "terraform"
+  })
+}
+
 provider "aws" {
   region = var.region
 

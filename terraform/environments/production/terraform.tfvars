@@ -8,6 +8,10 @@ vpc_cidr             = "10.40.0.0/16"
 private_subnet_cidrs = ["10.40.1.0/24", "10.40.2.0/24"]
 app_cidr_blocks      = ["10.40.100.0/22"]
 
+# No way to the internet: AWS APIs and S3 through the VPC endpoints, packages from the mirror
+# inside the network or baked into the AMI.
+enable_nat_gateway = false
+
 db_engine_version        = "15"
 db_instance_class        = "db.r6g.large"
 db_allocated_storage     = 200
@@ -21,8 +25,14 @@ db_monitoring_interval   = 30
 
 backup_bucket_name    = "mockupaws-dbtier-production-backups"
 backup_dr_bucket_name = "mockupaws-dbtier-production-backups-dr"
-backup_retention_days = 35
+# dbtier keeps backups 35 days (Ansible's dbtier_retention_days comes from here); S3 expires
+# them 7 days later (the interval between base backups), checked at plan time.
+backup_retention_days  = 35
+backup_expiration_days = 42
 
 pgbouncer_count         = 2
 pgbouncer_instance_type = "t3.medium"
 ops_instance_type       = "t3.large"
+
+# Ansible connects over SSM Session Manager; files go through this bucket.
+ssm_bucket_name = "mockupaws-dbtier-production-ssm-transfer"

@@ -1,68 +1,107 @@
-# `ansible_inventory` is the contract with inventories/terraform_inventory.py: groups and the
-# variables the Ansible roles read. The other outputs are for people.
+# Every output of module "tier", passed through under the same name: `terraform output -json`
+# is what inventories/terraform_inventory.py reads (ansible_inventory) and what people look at.
 
 output "ansible_inventory" {
-  description = "Groups, hosts and dbtier_* variables for the Ansible inventory source."
-  value = {
-    groups = {
-      # RDS is managed: no self-managed PostgreSQL hosts in this environment.
-      postgresql = {}
-      pgbouncer = {
-        for name, h in module.pgbouncer_hosts.hosts : name => {
-          ansible_host          = h.private_ip
-          ec2_instance_id       = h.id
-          ec2_availability_zone = h.availability_zone
-        }
-      }
-      ops = {
-        (module.ops_host.host.name) = {
-          ansible_host          = module.ops_host.host.private_ip
-          ec2_instance_id       = module.ops_host.host.id
-          ec2_availability_zone = module.ops_host.host.availability_zone
-        }
-      }
-    }
-    vars = {
-      ansible_user                = var.ansible_user
-      dbtier_environment          = var.environment
-      dbtier_db_host              = module.rds.address
-      dbtier_db_port              = module.rds.port
-      dbtier_db_name              = module.rds.db_name
-      dbtier_db_instance_id       = module.rds.identifier
-      dbtier_db_master_secret_arn = module.rds.master_user_secret_arn
-      dbtier_backup_bucket        = module.backup_buckets.bucket
-      dbtier_backup_dr_bucket     = module.backup_buckets.dr_bucket
-      dbtier_backup_region        = module.backup_buckets.region
-      dbtier_dr_region            = module.backup_buckets.dr_region
-      dbtier_backup_prefix        = var.backup_prefix
-      dbtier_kms_key_id           = module.backup_buckets.kms_key_arn
-      dbtier_pgbouncer_endpoint   = module.pgbouncer_hosts.nlb_dns_name
-      dbtier_pgbouncer_port       = module.pgbouncer_hosts.port
-    }
-  }
+  description = "Groups, hosts and the variables of the Ansible inventory (inventories/terraform_inventory.py)."
+  value       = module.tier.ansible_inventory
+}
+
+output "region" {
+  description = "Primary region (RDS, hosts, primary backup bucket, SSM)."
+  value       = module.tier.region
+}
+
+output "dr_region" {
+  description = "DR region (replica bucket and key)."
+  value       = module.tier.dr_region
 }
 
 output "rds_endpoint" {
   description = "RDS address:port (PgBouncer's upstream)."
-  value       = "${module.rds.address}:${module.rds.port}"
+  value       = module.tier.rds_endpoint
+}
+
+output "postgresql_major" {
+  description = "PostgreSQL major version of RDS (the client tools follow it)."
+  value       = module.tier.postgresql_major
+}
+
+output "rds_restore_instance_prefix" {
+  description = "Point-in-time restores must be named with this prefix (`dbtier restore rds --new-instance <prefix>1`): the only names the ops host may create."
+  value       = module.tier.rds_restore_instance_prefix
 }
 
 output "pgbouncer_endpoint" {
   description = "The address applications connect to (internal NLB)."
-  value       = "${module.pgbouncer_hosts.nlb_dns_name}:${module.pgbouncer_hosts.port}"
+  value       = module.tier.pgbouncer_endpoint
+}
+
+output "pgbouncer_health_check" {
+  description = "What the NLB checks on every PgBouncer host: HTTP port, path, expected status."
+  value       = module.tier.pgbouncer_health_check
 }
 
 output "backup_bucket" {
   description = "Primary backup bucket."
-  value       = module.backup_buckets.bucket
+  value       = module.tier.backup_bucket
 }
 
 output "backup_dr_bucket" {
   description = "DR backup bucket."
-  value       = module.backup_buckets.dr_bucket
+  value       = module.tier.backup_dr_bucket
+}
+
+output "dr_repository" {
+  description = "dbtier's DR repository, s3://<DR bucket>/<prefix> (in dr_region)."
+  value       = module.tier.dr_repository
+}
+
+output "backup_retention_days" {
+  description = "dbtier's retention in days (Ansible: dbtier_retention_days); the S3 lifecycle keeps objects longer."
+  value       = module.tier.backup_retention_days
+}
+
+output "backup_expiration_days" {
+  description = "Days after which S3 expires backup objects."
+  value       = module.tier.backup_expiration_days
 }
 
 output "ops_role_arn" {
   description = "IAM role of the ops and backup host."
-  value       = module.iam.role_arn
+  value       = module.tier.ops_role_arn
+}
+
+output "instance_ids" {
+  description = "EC2 instance ids by host name (PgBouncer hosts and the ops host): the SSM session targets."
+  value       = module.tier.instance_ids
+}
+
+output "ssm_bucket" {
+  description = "File-transfer bucket of the amazon.aws.aws_ssm connection (ansible_aws_ssm_bucket_name)."
+  value       = module.tier.ssm_bucket
+}
+
+output "ansible_controller_policy_arn" {
+  description = "IAM policy to attach to whoever runs ansible-playbook: SSM sessions to these hosts, the transfer bucket and its key."
+  value       = module.tier.ansible_controller_policy_arn
+}
+
+output "vpc_id" {
+  description = "VPC of the tier."
+  value       = module.tier.vpc_id
+}
+
+output "vpc_cidr" {
+  description = "CIDR of the VPC."
+  value       = module.tier.vpc_cidr
+}
+
+output "private_subnet_cidrs" {
+  description = "CIDRs of the private subnets (PgBouncer and ops hosts): Ansible's postgresql_allowed_cidrs."
+  value       = module.tier.private_subnet_cidrs
+}
+
+output "nat_gateway_ids" {
+  description = "NAT gateways (empty unless enable_nat_gateway)."
+  value       = module.tier.nat_gateway_ids
 }

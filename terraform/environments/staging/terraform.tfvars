@@ -8,6 +8,11 @@ vpc_cidr             = "10.41.0.0/16"
 private_subnet_cidrs = ["10.41.1.0/24", "10.41.2.0/24"]
 app_cidr_blocks      = ["10.41.100.0/22"]
 
+# A way out through one NAT gateway (staging installs from the public Debian mirrors; one zone
+# is enough here). AWS APIs and S3 go through the VPC endpoints either way.
+enable_nat_gateway  = true
+public_subnet_cidrs = ["10.41.201.0/24"]
+
 db_engine_version        = "15"
 db_instance_class        = "db.t4g.medium"
 db_allocated_storage     = 50
@@ -21,8 +26,14 @@ db_monitoring_interval   = 60
 
 backup_bucket_name    = "mockupaws-dbtier-staging-backups"
 backup_dr_bucket_name = "mockupaws-dbtier-staging-backups-dr"
-backup_retention_days = 14
+# dbtier keeps backups 30 days (Ansible's dbtier_retention_days comes from here); S3 expires
+# them 7 days later (the interval between base backups), checked at plan time.
+backup_retention_days  = 30
+backup_expiration_days = 37
 
 pgbouncer_count         = 2
 pgbouncer_instance_type = "t3.small"
 ops_instance_type       = "t3.medium"
+
+# Ansible connects over SSM Session Manager; files go through this bucket.
+ssm_bucket_name = "mockupaws-dbtier-staging-ssm-transfer"

@@ -133,7 +133,7 @@ resource "aws_s3_bucket_lifecycle_configuration" "primary" {
     filter {}
 
     dynamic "transition" {
-      for_each = var.transition_to_ia_days > 0 && var.transition_to_ia_days < var.retention_days ? [1] : []
+      for_each = var.transition_to_ia_days > 0 && var.expiration_days - var.transition_to_ia_days >= 30 ? [1] : []
       content {
         days          = var.transition_to_ia_days
         storage_class = "STANDARD_IA"
@@ -141,11 +141,14 @@ resource "aws_s3_bucket_lifecycle_configuration" "primary" {
     }
 
     expiration {
-      days = var.retention_days
+      days = var.expiration_days
     }
 
-    noncurrent_version_expiration {
-      noncurrent_days = var.noncurrent_version_expiration_days
+    dynamic "noncurrent_version_expiration" {
+      for_each = var.noncurrent_version_expiration_days == null ? [] : [var.noncurrent_version_expiration_days]
+      content {
+        noncurrent_days = noncurrent_version_expiration.value
+      }
     }
 
     abort_incomplete_multipart_upload {
@@ -220,11 +223,14 @@ resource "aws_s3_bucket_lifecycle_configuration" "dr" {
     filter {}
 
     expiration {
-      days = var.retention_days
+      days = var.expiration_days
     }
 
-    noncurrent_version_expiration {
-      noncurrent_days = var.noncurrent_version_expiration_days
+    dynamic "noncurrent_version_expiration" {
+      for_each = var.noncurrent_version_expiration_days == null ? [] : [var.noncurrent_version_expiration_days]
+      content {
+        noncurrent_days = noncurrent_version_expiration.value
+      }
     }
 
     abort_incomplete_multipart_upload {

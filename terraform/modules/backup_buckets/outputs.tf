@@ -1,6 +1,6 @@
 output "bucket" {
   description = "Primary backup bucket name."
-  value       = aws_s3_bucket.primary.id
+  value       = aws_s3_bucket.primary.bucket
 }
 
 output "bucket_arn" {
@@ -15,7 +15,7 @@ output "region" {
 
 output "dr_bucket" {
   description = "DR bucket name."
-  value       = aws_s3_bucket.dr.id
+  value       = aws_s3_bucket.dr.bucket
 }
 
 output "dr_bucket_arn" {
@@ -46,4 +46,14 @@ output "dr_kms_key_arn" {
 output "replication_role_arn" {
   description = "IAM role S3 assumes to replicate into the DR bucket."
   value       = aws_iam_role.replication.arn
+}
+
+output "backup_retention_days" {
+  description = "dbtier's retention in days the lifecycle was checked against (Ansible's dbtier_retention_days)."
+  value       = var.backup_retention_days
+}
+
+output "expiration_days" {
+  description = "Days after which S3 expires a backup object."
+  value       = var.expiration_days
 }

@@ -18,19 +18,41 @@ variable "dr_bucket_name" {
   }
 }
 
-variable "retention_days" {
-  description = "Days a backup object is kept before it expires (match dbtier's retention policy)."
+variable "backup_retention_days" {
+  description = "dbtier's retention policy in days (Ansible's dbtier_retention_days, `dbtier backup cleanup --days`): the lifecycle below must keep objects longer."
   type        = number
-  default     = 35
+  default     = 30
 
   validation {
-    condition     = var.retention_days >= 1
-    error_message = "retention_days must be at least 1."
+    condition     = var.backup_retention_days >= 1 && floor(var.backup_retention_days) == var.backup_retention_days
+    error_message = "backup_retention_days must be a whole number of days, at least 1."
+  }
+}
+
+variable "retention_margin_days" {
+  description = "Days the lifecycle keeps objects beyond backup_retention_days. dbtier keeps the newest base backup from before its cutoff (and the WAL from it on), so cover the interval between base backups; at least 1."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.retention_margin_days >= 1
+    error_message = "retention_margin_days must be at least 1: S3 must never delete a backup dbtier still keeps."
+  }
+}
+
+variable "expiration_days" {
+  description = "Days after which S3 expires a backup object (both buckets): a backstop behind dbtier's own cleanup, at least backup_retention_days + retention_margin_days."
+  type        = number
+  default     = 37
+
+  validation {
+    condition     = var.expiration_days >= var.backup_retention_days + var.retention_margin_days
+    error_message = "expiration_days (${var.expiration_days}) must be at least backup_retention_days (${var.backup_retention_days}) + retention_margin_days (${var.retention_margin_days}) = ${var.backup_retention_days + var.retention_margin_days}: S3 would delete backups dbtier still keeps."
   }
 }
 
 variable "transition_to_ia_days" {
-  description = "Days after which objects move to STANDARD_IA (S3 requires at least 30); 0 disables the transition."
+  description = "Days after which objects move to STANDARD_IA (S3 requires at least 30); 0 disables the transition. Skipped when objects expire less than 30 days later (STANDARD_IA bills 30 days at least)."
   type        = number
   default     = 30
 
@@ -41,13 +63,13 @@ variable "transition_to_ia_days" {
 }
 
 variable "noncurrent_version_expiration_days" {
-  description = "Days a noncurrent (overwritten or deleted) object version is kept."
+  description = "Days a noncurrent (deleted or overwritten) object version is kept; null keeps them forever. At least backup_retention_days + retention_margin_days, so that a backup deleted inside the retention window (by mistake or by a compromised host) can still be brought back."
   type        = number
-  default     = 7
+  default     = 37
 
   validation {
-    condition     = var.noncurrent_version_expiration_days >= 1
-    error_message = "noncurrent_version_expiration_days must be at least 1."
+    condition     = var.noncurrent_version_expiration_days == null || try(var.noncurrent_version_expiration_days >= var.backup_retention_days + var.retention_margin_days, false)
+    error_message = "noncurrent_version_expiration_days (${coalesce(var.noncurrent_version_expiration_days, 0)}) must be null or at least backup_retention_days (${var.backup_retention_days}) + retention_margin_days (${var.retention_margin_days}) = ${var.backup_retention_days + var.retention_margin_days}: a backup deleted inside the retention window must stay recoverable."
   }
 }
 

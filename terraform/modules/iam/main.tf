@@ -5,7 +5,8 @@ locals {
   rds_parts      = split(":", var.rds_instance_arn)
   rds_prefix     = join(":", slice(local.rds_parts, 0, 5))
   rds_identifier = local.rds_parts[6]
-  restore_arns   = "${local.rds_prefix}:db:${local.rds_identifier}${var.restore_suffix}*"
+  restore_prefix = "${local.rds_identifier}${var.restore_suffix}"
+  restore_arns   = "${local.rds_prefix}:db:${local.restore_prefix}*"
   bucket_arns    = [var.backup_bucket_arn, var.dr_bucket_arn]
   object_arns    = flatten([for b in local.bucket_arns : [for p in var.object_prefixes : "${b}/${p}*"]])
 }
@@ -134,6 +135,15 @@ resource "aws_iam_policy" "ops" {
 resource "aws_iam_role_policy_attachment" "ops" {
   role       = aws_iam_role.ops.name
   policy_arn = aws_iam_policy.ops.arn
+}
+
+# Ansible connects through SSM Session Manager (amazon.aws.aws_ssm): the agent needs this
+# AWS-maintained policy (ssm, ssmmessages, ec2messages). No SSH port is open anywhere.
+resource "aws_iam_role_policy_attachment" "ssm" {
+  count = var.ssm_session_manager ? 1 : 0
+
+  role       = aws_iam_role.ops.name
+  policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
 }
 
 resource "aws_iam_instance_profile" "ops" {

@@ -85,6 +85,12 @@ variable "restore_suffix" {
   }
 }
 
+variable "ssm_session_manager" {
+  description = "Attach AmazonSSMManagedInstanceCore to the ops role so that Ansible connects over SSM Session Manager (amazon.aws.aws_ssm) instead of SSH."
+  type        = bool
+  default     = true
+}
+
 variable "secret_arns" {
   description = "Secrets Manager secrets the ops host may read (e.g. the RDS master secret)."
   type        = list(string)

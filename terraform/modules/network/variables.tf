@@ -46,6 +46,57 @@ variable "private_subnet_cidrs" {
   }
 }
 
+variable "enable_nat_gateway" {
+  description = <<-EOT
+    Give the private subnets a way out to the internet: public subnets (public_subnet_cidrs), an
+    internet gateway, a NAT gateway with an Elastic IP per public subnet and a 0.0.0.0/0 route from
+    every private subnet. Off by default: the AWS APIs the hosts need are reached through VPC
+    endpoints, S3 through the gateway endpoint, and packages are expected from a mirror inside the
+    network or a baked AMI, so production has no path to the internet (no exfiltration route,
+    nothing to pay per GB). Turn it on where hosts must install from public mirrors (staging).
+    Only with create_vpc = true.
+  EOT
+  type        = bool
+  default     = false
+}
+
+variable "public_subnet_cidrs" {
+  description = "CIDR blocks of the public subnets holding the NAT gateways, one per availability zone in order (one entry = a single NAT gateway). Required when enable_nat_gateway is true."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.public_subnet_cidrs : can(cidrnetmask(c))]) && length(var.public_subnet_cidrs) <= length(var.availability_zones)
+    error_message = "public_subnet_cidrs must be IPv4 CIDR blocks, at most one per availability zone."
+  }
+  validation {
+    condition     = !var.enable_nat_gateway || length(var.public_subnet_cidrs) > 0
+    error_message = "enable_nat_gateway needs at least one public_subnet_cidrs entry for the NAT gateway."
+  }
+}
+
+variable "interface_endpoint_services" {
+  description = "AWS services reached through interface VPC endpoints with private DNS (only with create_vpc = true): KMS, Secrets Manager, the SSM agent's three, CloudWatch Logs, STS, and RDS (the ops host drives point-in-time restores)."
+  type        = list(string)
+  default     = ["kms", "secretsmanager", "ssm", "ssmmessages", "ec2messages", "logs", "sts", "rds"]
+
+  validation {
+    condition     = alltrue([for s in var.interface_endpoint_services : can(regex("^[a-z0-9.-]+$", s))]) && !contains(var.interface_endpoint_services, "s3")
+    error_message = "interface_endpoint_services entries are service names such as kms or ssm; s3 has its own gateway endpoint."
+  }
+}
+
+variable "pgbouncer_health_port" {
+  description = "Port of the PgBouncer hosts' HTTP health endpoint, opened to the VPC CIDR for the NLB health checks (same value as the pgbouncer_hosts module and Ansible's pgbouncer_health_port)."
+  type        = number
+  default     = 8008
+
+  validation {
+    condition     = var.pgbouncer_health_port > 1024 && var.pgbouncer_health_port < 65536 && var.pgbouncer_health_port != 6432
+    error_message = "pgbouncer_health_port must be an unprivileged TCP port (1025-65535) other than PgBouncer's 6432."
+  }
+}
+
 variable "vpc_id" {
   description = "Existing VPC id, used only when create_vpc is false."
   type        = string

@@ -1,4 +1,7 @@
-# User data only bootstraps what Ansible needs to connect; dbtier and its cron are Ansible's job.
+data "aws_region" "current" {}
+
+# User data only bootstraps what Ansible needs to connect (Python, the SSM agent); dbtier and its
+# cron are Ansible's job. The instance profile (iam module) lets the agent talk to SSM.
 resource "aws_instance" "this" {
   ami                    = var.ami_id
   instance_type          = var.instance_type
@@ -9,7 +12,7 @@ resource "aws_instance" "this" {
   monitoring             = var.detailed_monitoring
   ebs_optimized          = true
 
-  user_data_base64 = base64encode(templatefile("${path.module}/user_data.sh.tftpl", { hostname = var.name }))
+  user_data_base64 = base64encode(templatefile("${path.module}/user_data.sh.tftpl", { hostname = var.name, region = data.aws_region.current.name }))
 
   metadata_options {
     http_endpoint = "enabled"
@@ -26,7 +29,9 @@ resource "aws_instance" "this" {
   tags        = merge(var.tags, { Name = var.name, Role = "ops" })
   volume_tags = merge(var.tags, { Name = var.name })
 
+  # User data runs only at the first boot: changing it on a running host would only stop and
+  # start it. Like a new AMI, new user data reaches a host when it is replaced deliberately.
   lifecycle {
-    ignore_changes = [ami]
+    ignore_changes = [ami, user_data_base64]
   }
 }

@@ -1,6 +1,14 @@
 locals {
   hosts = { for i in range(var.instance_count) : "${var.name}-pgbouncer-${i + 1}" => var.subnet_ids[i % length(var.subnet_ids)] }
+
+  # Ansible connects through SSM Session Manager (amazon.aws.aws_ssm): the agent needs this
+  # AWS-maintained policy (ssm, ssmmessages, ec2messages). No SSH port is open anywhere.
+  ssm_policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
+  policy_arns    = toset(concat(var.ssm_session_manager ? [local.ssm_policy_arn] : [], var.managed_policy_arns))
 }
+
+data "aws_partition" "current" {}
+data "aws_region" "current" {}
 
 data "aws_iam_policy_document" "assume" {
   statement {
@@ -19,7 +27,7 @@ resource "aws_iam_role" "this" {
 }
 
 resource "aws_iam_role_policy_attachment" "this" {
-  for_each = toset(var.managed_policy_arns)
+  for_each = local.policy_arns
 
   role       = aws_iam_role.this.name
   policy_arn = each.value
@@ -44,7 +52,7 @@ resource "aws_instance" "this" {
   monitoring             = var.detailed_monitoring
   ebs_optimized          = true
 
-  user_data_base64 = base64encode(templatefile("${path.module}/user_data.sh.tftpl", { hostname = each.key }))
+  user_data_base64 = base64encode(templatefile("${path.module}/user_data.sh.tftpl", { hostname = each.key, region = data.aws_region.current.name }))
 
   metadata_options {
     http_endpoint = "enabled"
@@ -61,8 +69,10 @@ resource "aws_instance" "this" {
   tags        = merge(var.tags, { Name = each.key, Role = "pgbouncer" })
   volume_tags = merge(var.tags, { Name = each.key })
 
+  # User data runs only at the first boot: changing it on a running host would only stop and
+  # start it. Like a new AMI, new user data reaches a host when it is replaced deliberately.
   lifecycle {
-    ignore_changes = [ami]
+    ignore_changes = [ami, user_data_base64]
   }
 }
 
@@ -85,10 +95,16 @@ resource "aws_lb_target_group" "this" {
   target_type          = "instance"
   deregistration_delay = 30
 
+  # Not a TCP check of 6432: that passes while the database behind PgBouncer is down. The hosts
+  # serve HTTP on pgbouncer_health_port (Ansible, roles/pgbouncer): 200 on pgbouncer_health_path
+  # only when `SELECT 1` through the local PgBouncer works.
   health_check {
-    protocol            = "TCP"
-    port                = "traffic-port"
+    protocol            = "HTTP"
+    port                = tostring(var.pgbouncer_health_port)
+    path                = var.pgbouncer_health_path
+    matcher             = "200"
     interval            = 10
+    timeout             = 5
     healthy_threshold   = 2
     unhealthy_threshold = 2
   }

@@ -28,3 +28,17 @@ output "role_name" {
   description = "IAM role of the PgBouncer hosts."
   value       = aws_iam_role.this.name
 }
+
+output "instance_ids" {
+  description = "Instance ids by host name (the SSM targets of amazon.aws.aws_ssm)."
+  value       = { for name, i in aws_instance.this : name => i.id }
+}
+
+output "health_check" {
+  description = "The NLB health check the hosts must answer: port, path and the status that means healthy."
+  value = {
+    port    = var.pgbouncer_health_port
+    path    = var.pgbouncer_health_path
+    matcher = "200"
+  }
+}

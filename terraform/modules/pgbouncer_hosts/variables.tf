@@ -71,6 +71,28 @@ variable "port" {
   }
 }
 
+variable "pgbouncer_health_port" {
+  description = "Port of the HTTP health endpoint Ansible serves on each host (Ansible: pgbouncer_health_port); the NLB target group checks it."
+  type        = number
+  default     = 8008
+
+  validation {
+    condition     = var.pgbouncer_health_port > 1024 && var.pgbouncer_health_port < 65536 && var.pgbouncer_health_port != var.port
+    error_message = "pgbouncer_health_port must be an unprivileged TCP port (1025-65535) other than the PgBouncer port."
+  }
+}
+
+variable "pgbouncer_health_path" {
+  description = "Path of the health endpoint (Ansible: pgbouncer_health_path); 200 means `SELECT 1` through the local PgBouncer works."
+  type        = string
+  default     = "/health"
+
+  validation {
+    condition     = can(regex("^/[A-Za-z0-9._~/-]*$", var.pgbouncer_health_path)) && length(var.pgbouncer_health_path) <= 1024
+    error_message = "pgbouncer_health_path must be an absolute URL path such as /health."
+  }
+}
+
 variable "root_volume_size" {
   description = "Root volume size in GiB (gp3, encrypted)."
   type        = number
@@ -100,8 +122,14 @@ variable "ssh_key_name" {
   default     = null
 }
 
+variable "ssm_session_manager" {
+  description = "Attach AmazonSSMManagedInstanceCore to the hosts' role so that Ansible connects over SSM Session Manager (amazon.aws.aws_ssm) instead of SSH."
+  type        = bool
+  default     = true
+}
+
 variable "managed_policy_arns" {
-  description = "Managed policies attached to the hosts' role (e.g. AmazonSSMManagedInstanceCore). Nothing by default."
+  description = "Further managed policies attached to the hosts' role. Nothing by default."
   type        = list(string)
   default     = []
 }

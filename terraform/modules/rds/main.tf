@@ -147,7 +147,7 @@ resource "aws_db_instance" "this" {
   final_snapshot_identifier = var.skip_final_snapshot ? null : "${var.identifier}-final"
 
   auto_minor_version_upgrade      = true
-  allow_major_version_upgrade     = false
+  allow_major_version_upgrade     = var.allow_major_version_upgrade
   apply_immediately               = false
   enabled_cloudwatch_logs_exports = ["postgresql", "upgrade"]
 

@@ -3,6 +3,11 @@ output "identifier" {
   value       = aws_db_instance.this.identifier
 }
 
+output "engine_major" {
+  description = "PostgreSQL major version of the engine (a number, e.g. 15): the client tools (pg_dump, pg_restore) must follow it."
+  value       = tonumber(local.major)
+}
+
 output "arn" {
   description = "RDS instance ARN."
   value       = aws_db_instance.this.arn

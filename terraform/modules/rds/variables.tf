@@ -19,6 +19,12 @@ variable "engine_version" {
   }
 }
 
+variable "allow_major_version_upgrade" {
+  description = "Let RDS upgrade the engine to a new major version when engine_version's major changes. Off by default: set it true for the one apply that upgrades (after testing the upgrade on a restored copy), then false again."
+  type        = bool
+  default     = false
+}
+
 variable "instance_class" {
   description = "RDS instance class."
   type        = string

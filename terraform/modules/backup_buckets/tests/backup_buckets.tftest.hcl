@@ -33,9 +33,10 @@ mock_provider "aws" {
 }
 
 variables {
-  bucket_name    = "dbtier-test-backups"
-  dr_bucket_name = "dbtier-test-backups-dr"
-  retention_days = 35
+  bucket_name           = "dbtier-test-backups"
+  dr_bucket_name        = "dbtier-test-backups-dr"
+  backup_retention_days = 30
+  expiration_days       = 70
 }
 
 run "buckets_are_private_versioned_and_encrypted" {
@@ -90,20 +91,24 @@ run "lifecycle_matches_retention" {
   command = apply
 
   assert {
-    condition     = aws_s3_bucket_lifecycle_configuration.primary.rule[0].expiration[0].days == 35
-    error_message = "objects expire after retention_days"
+    condition     = aws_s3_bucket_lifecycle_configuration.primary.rule[0].expiration[0].days == 70
+    error_message = "objects expire after expiration_days"
   }
   assert {
     condition     = one(aws_s3_bucket_lifecycle_configuration.primary.rule[0].transition).storage_class == "STANDARD_IA" && one(aws_s3_bucket_lifecycle_configuration.primary.rule[0].transition).days == 30
     error_message = "objects move to STANDARD_IA after 30 days"
   }
   assert {
-    condition     = aws_s3_bucket_lifecycle_configuration.primary.rule[0].noncurrent_version_expiration[0].noncurrent_days == 7
-    error_message = "noncurrent versions expire"
+    condition     = aws_s3_bucket_lifecycle_configuration.primary.rule[0].noncurrent_version_expiration[0].noncurrent_days == 37
+    error_message = "noncurrent versions expire after retention + margin (37 days)"
   }
   assert {
-    condition     = aws_s3_bucket_lifecycle_configuration.dr.rule[0].expiration[0].days == 35
-    error_message = "the DR copy expires with the same retention"
+    condition     = aws_s3_bucket_lifecycle_configuration.dr.rule[0].expiration[0].days == 70 && aws_s3_bucket_lifecycle_configuration.dr.rule[0].noncurrent_version_expiration[0].noncurrent_days == 37
+    error_message = "the DR copy expires with the same lifecycle"
+  }
+  assert {
+    condition     = output.backup_retention_days == 30 && output.expiration_days == 70
+    error_message = "the retention the lifecycle was checked against is an output (Ansible's dbtier_retention_days)"
   }
 }
 
@@ -136,15 +141,77 @@ run "replication_to_the_dr_region" {
   }
 }
 
-run "short_retention_skips_the_transition" {
+run "short_lifetime_skips_the_transition" {
   command = plan
   variables {
-    retention_days = 14
+    expiration_days = 45
   }
   assert {
     condition     = length(one(aws_s3_bucket_lifecycle_configuration.primary.rule).transition) == 0
-    error_message = "no STANDARD_IA transition when objects expire before it"
+    error_message = "no STANDARD_IA transition when objects expire less than 30 days after it (STANDARD_IA bills 30 days)"
   }
+}
+
+run "noncurrent_versions_kept_forever_when_null" {
+  command = plan
+  variables {
+    noncurrent_version_expiration_days = null
+  }
+  assert {
+    condition     = length(one(aws_s3_bucket_lifecycle_configuration.primary.rule).noncurrent_version_expiration) == 0
+    error_message = "null: no noncurrent version expiration"
+  }
+}
+
+# Staging had objects expire after 14 days while dbtier keeps backups 30: S3 deleted backups dbtier
+# still counted on. tests/terraform/test_static.py also checks the message of this failure.
+run "rejects_expiration_shorter_than_retention" {
+  command = plan
+  variables {
+    backup_retention_days = 30
+    expiration_days       = 14
+  }
+  expect_failures = [var.expiration_days]
+}
+
+run "rejects_expiration_without_margin" {
+  command = plan
+  variables {
+    backup_retention_days = 30
+    retention_margin_days = 1
+    expiration_days       = 30
+  }
+  expect_failures = [var.expiration_days]
+}
+
+run "accepts_a_one_day_margin" {
+  command = plan
+  variables {
+    backup_retention_days              = 30
+    retention_margin_days              = 1
+    expiration_days                    = 31
+    noncurrent_version_expiration_days = 31
+  }
+  assert {
+    condition     = one(aws_s3_bucket_lifecycle_configuration.primary.rule).expiration[0].days == 31
+    error_message = "retention + 1 day is enough"
+  }
+}
+
+run "rejects_short_noncurrent_versions" {
+  command = plan
+  variables {
+    noncurrent_version_expiration_days = 7
+  }
+  expect_failures = [var.noncurrent_version_expiration_days]
+}
+
+run "rejects_a_zero_margin" {
+  command = plan
+  variables {
+    retention_margin_days = 0
+  }
+  expect_failures = [var.retention_margin_days]
 }
 
 run "independent_dr_key" {

@@ -58,6 +58,40 @@ run "least_privilege" {
   }
 }
 
+run "point_in_time_restores_only_into_the_documented_names" {
+  command = plan
+
+  # docs/BACKUP-RESTORE.md: dbtier restore rds --rds-instance dbtier-production --new-instance dbtier-production-pitr-1
+  variables {
+    rds_instance_arn = "arn:aws:rds:us-east-1:123456789012:db:dbtier-production"
+  }
+
+  assert {
+    condition     = output.restore_instance_prefix == "dbtier-production-pitr-"
+    error_message = "restores are named <source>-pitr-..."
+  }
+  assert {
+    condition = toset(one([for s in data.aws_iam_policy_document.ops.statement : s.resources if s.sid == "RestoreToPointInTime"])) == toset([
+      "arn:aws:rds:us-east-1:123456789012:db:dbtier-production",
+      "arn:aws:rds:us-east-1:123456789012:db:dbtier-production-pitr-*",
+      "arn:aws:rds:us-east-1:123456789012:subgrp:dbtier-test",
+      "arn:aws:rds:us-east-1:123456789012:pg:dbtier-test-postgres15-x",
+      "arn:aws:rds:us-east-1:123456789012:og:*",
+      "arn:aws:rds:us-east-1:123456789012:auto-backup:*",
+    ])
+    error_message = "RestoreDBInstanceToPointInTime: from the source into <source>-pitr-* with the tier's groups, nothing else"
+  }
+}
+
+run "ssm_session_manager" {
+  command = plan
+
+  assert {
+    condition     = aws_iam_role_policy_attachment.ssm[0].policy_arn == "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+    error_message = "the ops role carries the SSM Session Manager policy (Ansible over amazon.aws.aws_ssm)"
+  }
+}
+
 run "secrets_when_given" {
   command = plan
   variables {

@@ -1,4 +1,8 @@
-mock_provider "aws" {}
+mock_provider "aws" {
+  mock_data "aws_region" {
+    defaults = { name = "eu-central-1" }
+  }
+}
 
 variables {
   name                  = "dbtier-test-ops"
@@ -18,6 +22,10 @@ run "hardened_host_with_the_ops_profile" {
   assert {
     condition     = aws_instance.this.metadata_options[0].http_tokens == "required" && aws_instance.this.root_block_device[0].encrypted
     error_message = "IMDSv2 only, encrypted root volume"
+  }
+  assert {
+    condition     = strcontains(base64decode(aws_instance.this.user_data_base64), "https://s3.eu-central-1.amazonaws.com/amazon-ssm-eu-central-1/latest/debian_")
+    error_message = "user data installs the SSM agent of the host's region (Ansible connects through SSM)"
   }
 }
 

@@ -11,6 +11,12 @@ mock_provider "aws" {
   mock_data "aws_iam_policy_document" {
     defaults = { json = "{}" }
   }
+  mock_data "aws_partition" {
+    defaults = { partition = "aws" }
+  }
+  mock_data "aws_region" {
+    defaults = { name = "us-east-1" }
+  }
 }
 
 variables {
@@ -53,9 +59,70 @@ run "two_hosts_across_azs_behind_an_nlb" {
     error_message = "every host is a target"
   }
   assert {
-    condition     = length(aws_iam_role_policy_attachment.this) == 0
-    error_message = "the hosts' role has no permissions unless given"
+    condition     = keys(aws_iam_role_policy_attachment.this) == ["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"]
+    error_message = "the hosts' role carries only the SSM Session Manager policy unless given more"
   }
+}
+
+run "health_check_means_pgbouncer_can_serve" {
+  command = apply
+
+  assert {
+    condition = (
+      one(aws_lb_target_group.this.health_check).protocol == "HTTP" &&
+      one(aws_lb_target_group.this.health_check).port == "8008" &&
+      one(aws_lb_target_group.this.health_check).path == "/health" &&
+      one(aws_lb_target_group.this.health_check).matcher == "200"
+    )
+    error_message = "the NLB checks HTTP GET /health on 8008 for a 200, not a TCP connect to 6432"
+  }
+  assert {
+    condition     = output.health_check == { port = 8008, path = "/health", matcher = "200" }
+    error_message = "the health check is an output for the Ansible side"
+  }
+  assert {
+    condition     = output.instance_ids == { for k, i in aws_instance.this : k => i.id }
+    error_message = "instance ids by host name are an output (SSM targets)"
+  }
+}
+
+run "health_check_follows_the_variables" {
+  command = plan
+  variables {
+    pgbouncer_health_port = 9000
+    pgbouncer_health_path = "/ready"
+  }
+  assert {
+    condition     = one(aws_lb_target_group.this.health_check).port == "9000" && one(aws_lb_target_group.this.health_check).path == "/ready"
+    error_message = "port and path come from pgbouncer_health_port and pgbouncer_health_path"
+  }
+}
+
+run "ssm_can_be_turned_off" {
+  command = plan
+  variables {
+    ssm_session_manager = false
+  }
+  assert {
+    condition     = length(aws_iam_role_policy_attachment.this) == 0
+    error_message = "no policy at all without SSM and without managed_policy_arns"
+  }
+}
+
+run "rejects_health_port_on_the_pgbouncer_port" {
+  command = plan
+  variables {
+    pgbouncer_health_port = 6432
+  }
+  expect_failures = [var.pgbouncer_health_port]
+}
+
+run "rejects_relative_health_path" {
+  command = plan
+  variables {
+    pgbouncer_health_path = "health"
+  }
+  expect_failures = [var.pgbouncer_health_path]
 }
 
 run "user_data_only_bootstraps" {
@@ -63,6 +130,10 @@ run "user_data_only_bootstraps" {
   assert {
     condition     = !strcontains(base64decode(aws_instance.this["dbtier-test-pgbouncer-1"].user_data_base64), "pgbouncer.ini")
     error_message = "user data must not configure PgBouncer (that is Ansible's job)"
+  }
+  assert {
+    condition     = strcontains(base64decode(aws_instance.this["dbtier-test-pgbouncer-1"].user_data_base64), "https://s3.us-east-1.amazonaws.com/amazon-ssm-us-east-1/latest/debian_")
+    error_message = "user data installs the SSM agent from the region's bucket (through the S3 gateway endpoint)"
   }
 }
 

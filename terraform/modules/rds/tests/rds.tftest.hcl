@@ -63,6 +63,14 @@ run "production_settings" {
     error_message = "parameter group family follows the engine major"
   }
   assert {
+    condition     = !aws_db_instance.this.allow_major_version_upgrade && aws_db_instance.this.auto_minor_version_upgrade
+    error_message = "no major version upgrade unless allow_major_version_upgrade; minor upgrades automatic"
+  }
+  assert {
+    condition     = output.engine_major == 15
+    error_message = "the engine major is an output (the client tools follow it)"
+  }
+  assert {
     condition = alltrue([
       contains([for p in aws_db_parameter_group.this.parameter : "${p.name}=${p.value}"], "rds.force_ssl=1"),
       contains([for p in aws_db_parameter_group.this.parameter : "${p.name}=${p.value}"], "log_min_duration_statement=200"),
@@ -89,6 +97,22 @@ run "major_version_is_a_variable" {
   assert {
     condition     = aws_db_parameter_group.this.family == "postgres16" && length(aws_iam_role.monitoring) == 0
     error_message = "16.4 -> postgres16 family; monitoring 0 -> no monitoring role"
+  }
+  assert {
+    condition     = output.engine_major == 16
+    error_message = "16.4 -> engine_major 16"
+  }
+}
+
+run "major_upgrade_is_allowed_only_on_request" {
+  command = plan
+  variables {
+    engine_version              = "16"
+    allow_major_version_upgrade = true
+  }
+  assert {
+    condition     = aws_db_instance.this.allow_major_version_upgrade
+    error_message = "allow_major_version_upgrade reaches the instance"
   }
 }
 

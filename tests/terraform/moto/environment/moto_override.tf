@@ -25,24 +25,17 @@ variable "ami_id" {
   default = "ami-1e749f67"
 }
 
-module "rds" {
-  deletion_protection = false
-  skip_final_snapshot = true
-}
-
-# moto's ReplicateKey shares state between primary and replica (the primary then reads back as
-# a REPLICA) and ignores description, policy and tags: use an independent DR key here.
-module "backup_buckets" {
-  force_destroy    = true
-  multi_region_key = false
-}
-
-# moto has no MonitorInstances: detailed monitoring makes apply hang
-module "pgbouncer_hosts" {
+# Module arguments of the tier (terraform/modules/tier) that only a throwaway run wants:
+# - deletion protection off (RDS, NLB), no final snapshot, non-empty buckets destroyable, so that
+#   the test can destroy;
+# - moto's ReplicateKey shares state between primary and replica (the primary then reads back as
+#   a REPLICA) and ignores description, policy and tags: an independent DR key here;
+# - moto has no MonitorInstances: EC2 detailed monitoring makes apply hang.
+module "tier" {
+  db_deletion_protection  = false
+  db_skip_final_snapshot  = true
+  backup_force_destroy    = true
+  backup_multi_region_key = false
   detailed_monitoring     = false
   nlb_deletion_protection = false
-}
-
-module "ops_host" {
-  detailed_monitoring = false
 }

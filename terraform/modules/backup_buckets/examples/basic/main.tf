@@ -16,9 +16,11 @@ module "backup_buckets" {
     aws.dr = aws.dr
   }
 
-  bucket_name    = "example-dbtier-backups"
-  dr_bucket_name = "example-dbtier-backups-dr"
-  retention_days = 35
+  bucket_name                        = "example-dbtier-backups"
+  dr_bucket_name                     = "example-dbtier-backups-dr"
+  backup_retention_days              = 35
+  expiration_days                    = 42
+  noncurrent_version_expiration_days = 42
 }
 
 output "bucket" {
