@@ -22,10 +22,19 @@ import pytest
 
 from dbtier import awssecret, pgprobe, scram
 from dbtier.errors import DbtierError
-from dbtier.pgcluster import LocalCluster, chown_to_server_user
+from dbtier.pgcluster import LocalCluster
 
 from .support.moto_server import ACCESS_KEY, SECRET_KEY, MotoServer
 from .support.pgbouncer import PGBOUNCER, PgBouncer
+from .support.rds_standin import (  # noqa: F401 - rds and tls are fixtures
+    DB,
+    MASTER,
+    MASTER_PASSWORD,
+    rds,
+    superuser,
+    tls,
+    tls_dsn,
+)
 from .support.tlsca import CAFiles, make_ca
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,61 +42,8 @@ VENV_BIN = Path(sys.executable).parent
 
 pytestmark = pytest.mark.ansible
 
-DB, OWNER, APP, HEALTH, MASTER = (
-    "mockupaws",
-    "mockupaws_owner",
-    "mockupaws_app",
-    "dbtier_health",
-    "rds_master",
-)
+OWNER, APP, HEALTH = "mockupaws_owner", "mockupaws_app", "dbtier_health"
 PASSWORDS = {OWNER: "owner-pw-1", APP: "app-pw-1", HEALTH: "health-pw-1"}
-MASTER_PASSWORD = "master-pw"
-
-
-@pytest.fixture(scope="module")
-def tls() -> Iterator[CAFiles]:
-    base = Path(tempfile.mkdtemp(prefix="dbtier-tls-", dir="/tmp"))
-    base.chmod(0o755)
-    ca = make_ca(base)
-    chown_to_server_user(ca.server_key)  # PostgreSQL and PgBouncer read it as postgres
-    try:
-        yield ca
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def rds(tls: CAFiles) -> Iterator[LocalCluster]:
-    """The RDS stand-in: TLS, SCRAM, a master user that is not a superuser, its database."""
-    base = Path(tempfile.mkdtemp(prefix="dbtier-rds-", dir="/tmp"))
-    cluster = LocalCluster(
-        base=base,
-        settings={
-            "password_encryption": "'scram-sha-256'",
-            "ssl": "on",
-            "ssl_cert_file": f"'{tls.server_cert}'",
-            "ssl_key_file": f"'{tls.server_key}'",
-        },
-    )
-    cluster.init()
-    (cluster.datadir / "pg_hba.conf").write_text(
-        f"local all {cluster.superuser} trust\n"
-        f"host all {cluster.superuser} 127.0.0.1/32 trust\n"
-        "hostssl all all 127.0.0.1/32 scram-sha-256\n"  # rds.force_ssl = 1
-    )
-    cluster.start()
-    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
-        conn.execute("CREATE ROLE rds_superuser NOLOGIN")
-        conn.execute(
-            f"CREATE ROLE {MASTER} LOGIN CREATEROLE CREATEDB IN ROLE rds_superuser "
-            f"PASSWORD '{MASTER_PASSWORD}'"
-        )
-        conn.execute(f"CREATE DATABASE {DB} OWNER {MASTER}")  # RDS creates db_name so
-    try:
-        yield cluster
-    finally:
-        cluster.destroy()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -100,19 +56,6 @@ def master_secret() -> Iterator[tuple[MotoServer, str]]:
             SecretString=json.dumps({"username": MASTER, "password": MASTER_PASSWORD}),
         )["ARN"]
         yield moto, arn
-
-
-def tls_dsn(cluster: LocalCluster, tls: CAFiles, user: str, password: str, db: str = DB) -> str:
-    return (
-        f"host=127.0.0.1 port={cluster.port} dbname={db} user={user} password={password} "
-        f"sslmode=verify-full sslrootcert={tls.ca_cert} connect_timeout=5"
-    )
-
-
-def superuser(cluster: LocalCluster, sql: str, db: str = DB) -> list[tuple]:
-    with psycopg.connect(cluster.dsn(db), autocommit=True) as conn:
-        cur = conn.execute(sql)
-        return cur.fetchall() if cur.description else []
 
 
 def ansible(tmp_path: Path, plays: list[dict], *args: str, env: dict | None = None):

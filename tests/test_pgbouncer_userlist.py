@@ -544,7 +544,16 @@ def test_real_pgbouncer_accepts_scram_with_the_generated_userlist(scram_cluster,
 @pytest.mark.skipif(not Path(PGBOUNCER).exists(), reason="pgbouncer is not installed")
 @pytest.mark.parametrize(
     ("extra", "valid"),
-    [("pool_mode = transaction", True), ("pool_mode = sometimes", False)],
+    [
+        ("pool_mode = transaction", True),
+        ("pool_mode = sometimes", False),
+        # settings that only fail when PgBouncer uses them: the check must not reset them
+        (
+            "client_tls_sslmode = require\nclient_tls_cert_file = /nonexistent.crt\n"
+            "client_tls_key_file = /nonexistent.key",
+            False,
+        ),
+    ],
 )
 def test_check_config_script_validates_with_a_throwaway_pgbouncer(tmp_path, extra, valid):
     ini = tmp_path / "candidate.ini"
@@ -557,4 +566,4 @@ def test_check_config_script_validates_with_a_throwaway_pgbouncer(tmp_path, extr
     )
     assert (proc.returncode == 0) is valid, proc.stderr
     if not valid:
-        assert "pool_mode" in proc.stderr
+        assert "pool_mode" in proc.stderr or "/nonexistent.crt" in proc.stderr

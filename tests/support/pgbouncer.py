@@ -18,9 +18,18 @@ PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 
 class PgBouncer:
     """PgBouncer with `databases` ({name: connection string}) and extra [pgbouncer] `settings`;
-    `auth_file` is copied in (the postgres user must read it)."""
+    `auth_file` is copied in (the postgres user must read it). `include`: a pgbouncer.ini (say one
+    Ansible rendered, ending with its [pgbouncer] section) used as the start; `databases` are then
+    ignored and the settings here (port, socket, pid, log, auth file) win."""
 
-    def __init__(self, databases: dict[str, str], auth_file: Path, **settings: str) -> None:
+    def __init__(
+        self,
+        databases: dict[str, str],
+        auth_file: Path,
+        include: Path | None = None,
+        **settings: str,
+    ) -> None:
+        self.include = include
         self.dir = Path(tempfile.mkdtemp(prefix="dbtier-pgbouncer-", dir="/tmp"))
         self.dir.chmod(0o755)
         self.port = free_port()
@@ -37,20 +46,27 @@ class PgBouncer:
         chown_to_server_user(self.userlist)
 
     def write_ini(self) -> None:
-        lines = ["[databases]"]
-        lines += [f"{name} = {conn}" for name, conn in self.databases.items()]
+        if self.include:
+            # Appended to the included file's last section, [pgbouncer]: a second [pgbouncer]
+            # header would reset all of its settings to their defaults.
+            lines = [self.include.read_text().rstrip("\n")]
+        else:
+            lines = ["[databases]"]
+            lines += [f"{name} = {conn}" for name, conn in self.databases.items()]
         settings = {
             "listen_addr": "127.0.0.1",
             "listen_port": str(self.port),
             "unix_socket_dir": str(self.dir),
             "pidfile": f"{self.dir}/pgbouncer.pid",
             "logfile": f"{self.dir}/pgbouncer.log",
-            "auth_type": "scram-sha-256",
             "auth_file": str(self.userlist),
-            "pool_mode": "transaction",
+            "syslog": "0",
+            **({} if self.include else {"auth_type": "scram-sha-256", "pool_mode": "transaction"}),
             **self.settings,
         }
-        lines += ["[pgbouncer]"] + [f"{k} = {v}" for k, v in settings.items()]
+        lines += ([] if self.include else ["[pgbouncer]"]) + [
+            f"{k} = {v}" for k, v in settings.items()
+        ]
         self.ini.write_text("\n".join(lines) + "\n")
         chown_to_server_user(self.ini)
         chown_to_server_user(self.dir)
