@@ -16,11 +16,13 @@ description:
     I(source=verifier) on the PgBouncer host writes the file there.
   - I(source=password) computes the verifiers from the (vaulted) passwords with a salt derived
     from the password and the user name, so a rerun computes the same verifier and changes nothing.
-    With I(set_on_server=true) it also runs C(ALTER ROLE ... PASSWORD '<verifier>') so PostgreSQL
-    (for example RDS, where C(pg_authid) is not readable) stores exactly that verifier; PgBouncer
-    then passes the client's SCRAM proof through to the server. The server is only updated when
-    the user's line in the file changes (or I(force_set_on_server=true)), because the stored
-    verifier cannot be read back on RDS.
+    With I(set_on_server=true) it also runs C(ALTER ROLE ... PASSWORD '<verifier>') as
+    I(login_user) (the RDS master user, or postgres) so PostgreSQL stores exactly that verifier;
+    PgBouncer then passes the client's SCRAM proof through to the server. Only roles whose stored
+    verifier differs are updated: compared in C(pg_authid), or where that is not readable (RDS) by
+    a SCRAM login of the role (see the pg_scram_verifiers module, which does this alone).
+    I(login_user) is required: a role cannot log in with a password it does not have yet, so the
+    role itself cannot set a rotated password.
   - I(source=verifier) writes verifiers given by the caller.
   - Supports check mode and diff; the diff masks the verifiers.
 version_added: "1.0.0"
@@ -59,7 +61,7 @@ options:
     type: bool
     default: false
   force_set_on_server:
-    description: Run the ALTER ROLE even when the user's line in the file did not change.
+    description: Run the ALTER ROLE even when the server already stores the verifier.
     type: bool
     default: false
   login_host:
@@ -76,8 +78,8 @@ options:
     default: ""
   login_user:
     description:
-      - Role to connect as. For I(source=server) a superuser. For I(set_on_server), empty means each
-        user connects as itself with its own password (a role may change its own password).
+      - Role to connect as. For I(source=server) a superuser. For I(set_on_server) (required) a role
+        allowed to change the users' passwords (the RDS master user, postgres).
     type: str
     default: ""
   login_password:
@@ -88,6 +90,15 @@ options:
     description: Database to connect to.
     type: str
     default: postgres
+  sslmode:
+    description: libpq sslmode of the connections (I(source=server), I(set_on_server)).
+    type: str
+    default: prefer
+    choices: [disable, allow, prefer, require, verify-ca, verify-full]
+  sslrootcert:
+    description: CA bundle for I(sslmode) verify-ca/verify-full.
+    type: str
+    default: ""
   connect_timeout:
     description: Seconds to wait for the connection.
     type: int
@@ -134,7 +145,10 @@ EXAMPLES = r"""
     source: password
     set_on_server: true
     login_host: "{{ dbtier_db_host }}"
+    login_user: "{{ rds_master.username }}"
+    login_password: "{{ rds_master.password }}"
     login_db: mockupaws
+    sslmode: require
 """
 
 RETURN = r"""
@@ -167,11 +181,11 @@ from ansible.module_utils.basic import AnsibleModule
 # library only) with the module from the repository's src/ (module_utils = src in ansible.cfg), so
 # PgBouncer hosts need no dbtier installed; an interpreter that has dbtier installed also works.
 try:
-    from ansible.module_utils.dbtier import pgbouncer
+    from ansible.module_utils.dbtier import pgbouncer, pgdriver, pgprobe
     from ansible.module_utils.dbtier.errors import DbtierError, first_line
 except ImportError:
     try:
-        from dbtier import pgbouncer
+        from dbtier import pgbouncer, pgdriver, pgprobe
         from dbtier.errors import DbtierError, first_line
     except ImportError:
         pgbouncer = None
@@ -183,32 +197,17 @@ MISSING_DBTIER = (
 
 
 def _connect(params: dict, user: str, password: str):
-    kwargs = {
-        "dbname": params["login_db"],
-        "user": user,
-        "port": params["login_port"],
-        "connect_timeout": params["connect_timeout"],
-        "application_name": "pgbouncer_userlist",
-    }
-    host = params["login_host"] or params["login_unix_socket"]
-    if host:
-        kwargs["host"] = host
-    if password:
-        kwargs["password"] = password
-    try:
-        import psycopg2  # Debian: python3-psycopg2, what community.postgresql uses too
-
-        conn = psycopg2.connect(**kwargs)
-    except ImportError:
-        try:
-            import psycopg
-        except ImportError:
-            raise DbtierError(
-                "neither psycopg2 nor psycopg is installed on the host running this module"
-            ) from None
-        conn = psycopg.connect(**kwargs)
-    conn.autocommit = True
-    return conn
+    return pgdriver.connect(
+        host=params["login_host"] or params["login_unix_socket"],
+        port=params["login_port"],
+        dbname=params["login_db"],
+        user=user,
+        password=password,
+        sslmode=params["sslmode"],
+        sslrootcert=params["sslrootcert"],
+        connect_timeout=params["connect_timeout"],
+        application_name="pgbouncer_userlist",
+    )
 
 
 def build_entries(params: dict) -> list[tuple[str, str]]:
@@ -225,15 +224,33 @@ def build_entries(params: dict) -> list[tuple[str, str]]:
     return [(n, verifiers[n]) for n in names]
 
 
-def set_on_server(params: dict, name: str, password: str, verifier: str) -> None:
-    # Without login_user each role connects as itself (a role may change its own password).
-    login_user = params["login_user"] or name
-    login_password = params["login_password"] if params["login_user"] else password
-    conn = _connect(params, login_user, login_password)
+def set_on_server(params: dict, entries: list[tuple[str, str]], check_mode: bool) -> list[str]:
+    """As login_user: set the verifiers the server does not store yet; returns those roles."""
+    passwords = {u["name"]: u["password"] for u in params["users"]}
+    users = [{"name": n, "password": passwords[n], "verifier": v} for n, v in entries]
+    endpoint = pgprobe.Endpoint(
+        host=params["login_host"] or params["login_unix_socket"] or "/var/run/postgresql",
+        port=params["login_port"],
+        dbname=params["login_db"],
+        sslmode=params["sslmode"],
+        sslrootcert=params["sslrootcert"],
+        timeout=params["connect_timeout"],
+    )
+    conn = _connect(params, params["login_user"], params["login_password"])
     try:
-        pgbouncer.set_server_verifier(conn, name, verifier)
+        todo = pgbouncer.verifiers_to_set(
+            conn,
+            users,
+            lambda n, pw, v: pgprobe.holds_verifier(endpoint, n, pw, v),
+            force=params["force_set_on_server"],
+        )
+        verifiers = dict(entries)
+        for name, _why in todo:
+            if not check_mode:
+                pgbouncer.set_server_verifier(conn, name, verifiers[name])
     finally:
         conn.close()
+    return [name for name, _why in todo]
 
 
 def write_atomically(module: AnsibleModule, path: str, text: str) -> None:
@@ -275,6 +292,12 @@ def run_module() -> None:
             "login_user": {"type": "str", "default": ""},
             "login_password": {"type": "str", "default": "", "no_log": True},
             "login_db": {"type": "str", "default": "postgres"},
+            "sslmode": {
+                "type": "str",
+                "default": "prefer",
+                "choices": ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"],
+            },
+            "sslrootcert": {"type": "str", "default": ""},
             "connect_timeout": {"type": "int", "default": 10},
         },
         add_file_common_args=True,
@@ -285,6 +308,12 @@ def run_module() -> None:
     params = module.params
     if params["set_on_server"] and params["source"] != "password":
         module.fail_json(msg="set_on_server: only meaningful with source=password")
+    if params["set_on_server"] and not params["login_user"]:
+        module.fail_json(
+            msg="set_on_server needs login_user (and login_password): a role allowed to change "
+            "the users' passwords, the RDS master user or postgres; a role cannot log in with a "
+            "password it does not have yet"
+        )
     try:
         entries = build_entries(params)
         new_text = pgbouncer.render_userlist(entries)
@@ -302,19 +331,13 @@ def run_module() -> None:
     old_text = Path(path).read_text() if Path(path).exists() else ""
 
     if params["set_on_server"]:
-        passwords = {u["name"]: u["password"] for u in params["users"]}
-        verifiers = dict(entries)
-        old_entries = pgbouncer.parse_userlist(old_text)
-        for name in pgbouncer.servers_to_update(
-            entries, old_entries, params["force_set_on_server"]
-        ):
-            if not module.check_mode:
-                try:
-                    set_on_server(params, name, passwords[name], verifiers[name])
-                except Exception as exc:
-                    module.fail_json(msg=f"ALTER ROLE {name}: {first_line(exc)}")
-            result["server_updated"].append(name)
-            result["changed"] = True
+        try:
+            result["server_updated"] = set_on_server(params, entries, module.check_mode)
+        except DbtierError as exc:
+            module.fail_json(msg=str(exc))
+        except Exception as exc:
+            module.fail_json(msg=f"setting verifiers on the server: {first_line(exc)}")
+        result["changed"] = bool(result["server_updated"])
 
     if old_text != new_text:
         result["changed"] = True

@@ -1091,3 +1091,83 @@ def test_settings_files_ansible_writes_are_accepted(tmp_path: Path) -> None:
     settings = config.load(str(path))
     assert (settings.retention_days, settings.lock_wait_timeout) == (7, "5min")
     assert settings.storage_class == "STANDARD_IA"
+
+
+# ------------------------------------------------------------- scheduled jobs (issue 9)
+
+
+def test_verify_latest_of_each_kind(archiving_cluster: LocalCluster, store: dict) -> None:
+    """`verify latest` is the newest of either kind; the schedule verifies the newest of each,
+    so a base backup is checked although a newer logical one exists (and the other way round)."""
+    dsn = archiving_cluster.dsn()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE kinds (i int)")
+    no_base = cli(store, "backup", "verify", "latest", "--kind", "base")
+    assert no_base.returncode == 2 and "no base backup in" in no_base.stderr
+
+    base = json.loads(cli(store, "backup", "base", "--json", dsn=dsn).stdout)
+    logical = json.loads(cli(store, "backup", "full", "--json", dsn=dsn).stdout)
+    assert (base["kind"], logical["kind"]) == ("base", "logical")
+
+    newest = json.loads(cli(store, "backup", "verify", "latest", "--json").stdout)
+    assert newest["backup_id"] == logical["backup_id"]
+    for kind, made in (("base", base), ("logical", logical)):
+        proc = cli(store, "backup", "verify", "latest", "--kind", kind, "--json")
+        assert proc.returncode == 0, proc.stderr
+        report = json.loads(proc.stdout)
+        assert (report["backup_id"], report["kind"]) == (made["backup_id"], kind)
+    assert "wal" in json.loads(
+        cli(store, "backup", "verify", "--kind", "base", "--json").stdout
+    )  # `latest` is the default reference
+
+    wrong = cli(store, "backup", "verify", base["backup_id"], "--kind", "logical")
+    assert wrong.returncode == 2
+    assert f"backup {base['backup_id']} is a base backup, not logical" in wrong.stderr
+    bad = cli(store, "backup", "verify", "latest", "--kind", "safety")
+    assert bad.returncode == 2 and "invalid choice: 'safety'" in bad.stderr
+
+
+@pytest.fixture
+def standby_cluster() -> Iterator[LocalCluster]:
+    """A server in recovery, as a streaming standby is: initdb, standby.signal, start."""
+    base = shared_dir("dbtier-standby-")
+    cluster = LocalCluster(base=base)
+    cluster.init()
+    signal_file = cluster.datadir / "standby.signal"
+    signal_file.touch()
+    chown_to_server_user(signal_file)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_primary_only_backups_skip_a_standby(
+    standby_cluster: LocalCluster, source_db: str, store: dict
+) -> None:
+    with psycopg.connect(standby_cluster.dsn()) as conn:
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is True
+    for action in ("full", "base"):
+        skipped = cli(
+            store,
+            "backup",
+            action,
+            "--primary-only",
+            "--quiet",
+            "--json",
+            dsn=standby_cluster.dsn(),
+        )
+        assert skipped.returncode == 0, skipped.stderr
+        assert json.loads(skipped.stdout)["skipped"] is True
+        assert f"event=backup_{action}.skipped" in skipped.stderr  # in the cron log despite --quiet
+        assert "reason=standby" in skipped.stderr
+    assert not list((store["repo"]).glob("backups/*"))  # nothing written
+
+    made = cli(store, "backup", "full", "--primary-only", "--json", dsn=source_db)
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["kind"] == "logical"
+
+    down = cli(store, "backup", "full", "--primary-only", dsn="postgresql://127.0.0.1:1/x")
+    assert down.returncode == 5 and "cannot connect" in down.stderr  # never a silent skip

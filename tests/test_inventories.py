@@ -48,6 +48,14 @@ def _inventory(env: str, *args: str, extra_env: dict[str, str] | None = None):
 # Supplied by inventories/terraform_inventory.py (the `ansible_inventory` Terraform output) in
 # staging and production; set in group_vars only for local. group_vars would override them.
 FROM_TERRAFORM = ("dbtier_environment", "dbtier_db_host", "dbtier_db_port", "dbtier_db_name")
+# Added by Terraform for issue 9: set in group_vars they would shadow Terraform's values.
+FROM_TERRAFORM_ONLY = (
+    "postgresql_allowed_cidrs",
+    "dbtier_postgresql_major",
+    "dbtier_secondary_repository",
+    "dbtier_secondary_region",
+    "dbtier_retention_days",
+)
 SHARED = (
     "dbtier_app_user",
     "dbtier_app_password",
@@ -67,11 +75,11 @@ TF_VARS = {
     "dbtier_backup_region": "eu-west-1",
     "dbtier_dr_region": "eu-central-1",
     "dbtier_kms_key_id": "arn:aws:kms:eu-west-1:123456789012:key/mrk-1",
+    "postgresql_allowed_cidrs": ["10.77.0.0/16", "10.78.0.0/16"],
+    "dbtier_postgresql_major": 16,
     "dbtier_secondary_repository": "s3://dbtier-ENV-backups-dr/dbtier/",
     "dbtier_secondary_region": "eu-central-1",
-    "dbtier_retention_days": 30,
-    "postgresql_allowed_cidrs": ["10.20.1.0/24", "10.20.2.0/24"],
-    "dbtier_postgresql_major": 15,
+    "dbtier_retention_days": 14,
 }
 
 
@@ -111,6 +119,9 @@ def test_groups_and_shared_variables(env, tmp_path):
             assert name in variables, f"local: {name} missing"
         else:
             assert name not in variables, f"{env}: {name} would override Terraform's value"
+    if env != "local":
+        for name in FROM_TERRAFORM_ONLY:
+            assert name not in variables, f"{env}: {name} would override Terraform's value"
 
 
 @pytest.mark.parametrize("env", ["staging", "production"])
@@ -128,12 +139,68 @@ def test_terraform_script_supplies_hosts_and_endpoint(env, tmp_path):
     assert hostvars["dbtier_db_host"] == f"dbtier-{env}.abc.eu-west-1.rds.amazonaws.com"
     assert hostvars["dbtier_environment"] == env
     assert hostvars["ansible_host"] == "10.20.1.20"
+    # what roles/postgresql (pg_hba), roles/dbtier (DR copy, retention, client major) read
+    assert hostvars["postgresql_allowed_cidrs"] == ["10.77.0.0/16", "10.78.0.0/16"]
+    assert hostvars["dbtier_postgresql_major"] == 16
+    assert hostvars["dbtier_secondary_repository"] == f"s3://dbtier-{env}-backups-dr/dbtier/"
+    assert hostvars["dbtier_retention_days"] == 14
+
+
+@pytest.mark.parametrize("env", ["staging", "production"])
+def test_pg_hba_allows_the_vpc_cidrs_from_terraform(env, tmp_path):
+    """The VPC CIDRs of Terraform's inventory reach pg_hba.conf (no group_vars shadowing them)."""
+    book = tmp_path / "hba.yml"
+    book.write_text(
+        json.dumps(
+            [
+                {
+                    "hosts": f"ops-{env}-1",
+                    "connection": "local",
+                    "gather_facts": False,
+                    "vars": {
+                        "ansible_python_interpreter": sys.executable,
+                        "postgresql_pgbouncer_auth_query": False,
+                        "postgresql_hba_require_ssl": True,
+                    },
+                    "tasks": [
+                        {
+                            "name": "render",
+                            "ansible.builtin.debug": {
+                                "msg": "{{ lookup('ansible.builtin.template', '"
+                                + str(ROOT / "ansible/roles/postgresql/templates/pg_hba.conf.j2")
+                                + "') }}"
+                            },
+                        }
+                    ],
+                }
+            ]
+        )
+    )
+    proc = subprocess.run(
+        [str(VENV_BIN / "ansible-playbook"), "-i", str(ROOT / "inventories" / env), str(book)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+            "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
+            **_tf_outputs(env, tmp_path),
+        },
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    task = json.loads(proc.stdout)["plays"][0]["tasks"][0]
+    rules = task["hosts"][f"ops-{env}-1"]["msg"]
+    for cidr in ("10.77.0.0/16", "10.78.0.0/16"):
+        assert re.search(rf"^hostssl\s+all\s+all\s+{re.escape(cidr)}\s+scram-sha-256$", rules, re.M)
 
 
 @pytest.mark.parametrize("env", ["staging", "production"])
 def test_secrets_are_vaulted(env):
     variables = _group_vars(env)
-    secrets = {k: v for k, v in variables.items() if re.search("password|secret|token", k)}
+    secrets = {k: v for k, v in variables.items() if re.search("password|secret|token|_key$", k)}
     assert secrets
     for name, value in secrets.items():
         vaulted = isinstance(value, tuple) and value[0] == "VAULT"

@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from dbtier import pgbouncer, scram
+from dbtier import pgbouncer, pgprobe, scram
 from dbtier.errors import UsageError
 from dbtier.pgcluster import LocalCluster, chown_to_server_user, free_port
 
@@ -136,12 +136,65 @@ def test_entries_from_users():
         pgbouncer.entries_from_users([{"name": "app", "password": "pw"}], "verifier")
 
 
-def test_servers_to_update_only_changed_lines_unless_forced():
-    entries = [("app", "v1"), ("owner", "v2")]
-    assert pgbouncer.servers_to_update(entries, {"app": "v1", "owner": "old"}) == ["owner"]
-    assert pgbouncer.servers_to_update(entries, {}) == ["app", "owner"]
-    assert pgbouncer.servers_to_update(entries, dict(entries)) == []
-    assert pgbouncer.servers_to_update(entries, dict(entries), force=True) == ["app", "owner"]
+class _FakeCursor:
+    def __init__(self, rows, error=None):
+        self.rows, self.error = rows, error
+
+    def execute(self, *_args):
+        if self.error:
+            raise self.error
+
+    def fetchall(self):
+        return self.rows
+
+
+class _FakeConn:
+    def __init__(self, rows=(), error=None):
+        self.rows, self.error = list(rows), error
+
+    def cursor(self):
+        return _FakeCursor(self.rows, self.error)
+
+
+class _Denied(Exception):
+    pgcode = "42501"  # what psycopg2 says when a non-superuser reads pg_authid
+
+
+def test_verifiers_to_set_compares_pg_authid_or_logs_in():
+    users = [
+        {"name": "app", "password": "pw", "verifier": "v1"},
+        {"name": "owner", "password": "pw2", "verifier": "v2"},
+        {"name": "gone", "password": "pw3", "verifier": "v3"},
+    ]
+
+    def no_probe(*_args):
+        raise AssertionError("pg_authid was readable: no login needed")
+
+    superuser = _FakeConn([("app", "v1"), ("owner", "old"), ("x", None)])
+    assert pgbouncer.verifiers_to_set(superuser, users, no_probe) == [
+        ("owner", "another verifier in pg_authid"),
+        ("gone", "no such role"),
+    ]
+    assert [n for n, _ in pgbouncer.verifiers_to_set(superuser, users, no_probe, force=True)] == [
+        "app",
+        "owner",
+        "gone",
+    ]
+    # RDS: pg_authid is not readable, each role's SCRAM login decides
+    seen = []
+
+    def probe(name, password, verifier):
+        seen.append((name, password, verifier))
+        return pgprobe.Verdict(name == "app", "refused" if name != "app" else "stored")
+
+    master = _FakeConn(error=_Denied("permission denied for table pg_authid"))
+    assert pgbouncer.verifiers_to_set(master, users, probe) == [
+        ("owner", "refused"),
+        ("gone", "refused"),
+    ]
+    assert seen == [(u["name"], u["password"], u["verifier"]) for u in users]
+    with pytest.raises(RuntimeError):  # any other error is not "not a superuser"
+        pgbouncer.verifiers_to_set(_FakeConn(error=RuntimeError("boom")), users, probe)
 
 
 # --- helpers for the module and role tests ------------------------------------------------------
@@ -434,13 +487,16 @@ def test_real_pgbouncer_accepts_scram_with_the_generated_userlist(scram_cluster,
         "login_port": scram_cluster.port,
         "login_db": "postgres",
     }
-    # RDS path: compute the stable verifier, set it on the role (connecting as the role itself).
+    # RDS path: compute the stable verifier, set it on the role as a privileged login (the RDS
+    # master user there; this cluster's superuser here). tests/test_database_bootstrap.py does it
+    # with a master user that is not a superuser.
     play = module_play(
         {
             **common,
             "path": str(userlist),
             "source": "password",
             "set_on_server": True,
+            "login_user": "postgres",
             "users": [{"name": "rds_like_app", "password": "app-pw"}],
         }
     )
@@ -488,7 +544,16 @@ def test_real_pgbouncer_accepts_scram_with_the_generated_userlist(scram_cluster,
 @pytest.mark.skipif(not Path(PGBOUNCER).exists(), reason="pgbouncer is not installed")
 @pytest.mark.parametrize(
     ("extra", "valid"),
-    [("pool_mode = transaction", True), ("pool_mode = sometimes", False)],
+    [
+        ("pool_mode = transaction", True),
+        ("pool_mode = sometimes", False),
+        # settings that only fail when PgBouncer uses them: the check must not reset them
+        (
+            "client_tls_sslmode = require\nclient_tls_cert_file = /nonexistent.crt\n"
+            "client_tls_key_file = /nonexistent.key",
+            False,
+        ),
+    ],
 )
 def test_check_config_script_validates_with_a_throwaway_pgbouncer(tmp_path, extra, valid):
     ini = tmp_path / "candidate.ini"
@@ -501,4 +566,4 @@ def test_check_config_script_validates_with_a_throwaway_pgbouncer(tmp_path, extr
     )
     assert (proc.returncode == 0) is valid, proc.stderr
     if not valid:
-        assert "pool_mode" in proc.stderr
+        assert "pool_mode" in proc.stderr or "/nonexistent.crt" in proc.stderr

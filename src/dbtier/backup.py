@@ -101,6 +101,12 @@ def _manifest(
     )
 
 
+def is_standby(settings: Settings) -> bool:
+    """True when the server of settings.dsn is in recovery (a standby or a restoring server)."""
+    with db.connect(settings.dsn, autocommit=True) as conn:
+        return bool(conn.execute("SELECT pg_catalog.pg_is_in_recovery()").fetchone()[0])
+
+
 def _finish(
     store: Store,
     manifest: catalog.Manifest,

@@ -217,6 +217,18 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
     jobs.set_quiet(args.quiet)
     settings = _settings(args)
+    if args.action in ("full", "base") and args.primary_only and backup.is_standby(settings):
+        # Scheduled on every PostgreSQL host, backed up once: a standby skips, successfully.
+        result = {
+            "skipped": True,
+            "reason": "the server is a standby (pg_is_in_recovery); --primary-only",
+            "database": db.describe(settings.dsn),
+        }
+        jobs.log(
+            f"backup_{args.action}.skipped", "notice", reason="standby", database=result["database"]
+        )
+        _emit(args, result, _kv_text(result))
+        return EXIT_OK
     if args.action == "full":
         result = backup.backup_logical(
             settings, secondary=args.secondary, check_replication=args.check_replication
@@ -226,7 +238,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
             settings, secondary=args.secondary, check_replication=args.check_replication
         )
     elif args.action == "verify":
-        result = maintenance.verify(settings, args.backup, deep=args.deep)
+        result = maintenance.verify(settings, args.backup, deep=args.deep, kind=args.kind)
     elif args.action == "cleanup":
         result = maintenance.cleanup(
             settings,
@@ -468,14 +480,33 @@ def _add_backup_parsers(
 
     bk = sub.add_parser("backup", help="make, verify, list and expire backups")
     bk_sub = bk.add_subparsers(dest="action", required=True, metavar="ACTION")
-    bk_sub.add_parser(
-        "full", parents=[store, dr], help="logical dump (pg_dump -Fc) of the database"
+    primary = argparse.ArgumentParser(add_help=False)
+    primary.add_argument(
+        "--primary-only",
+        action="store_true",
+        help="do nothing (exit 0) when the server is a standby (pg_is_in_recovery): for jobs "
+        "scheduled on every PostgreSQL host",
     )
     bk_sub.add_parser(
-        "base", parents=[store, dr], help="physical base backup (pg_basebackup), basis for PITR"
+        "full", parents=[store, dr, primary], help="logical dump (pg_dump -Fc) of the database"
+    )
+    bk_sub.add_parser(
+        "base",
+        parents=[store, dr, primary],
+        help="physical base backup (pg_basebackup), basis for PITR",
     )
     ve = bk_sub.add_parser("verify", parents=[store], help="check checksums, decrypt, list TOC")
-    ve.add_argument("backup", nargs="?", default="latest", help="backup id or 'latest'")
+    ve.add_argument(
+        "backup",
+        nargs="?",
+        default="latest",
+        help="backup id or 'latest' (the newest of --kind, else of either kind)",
+    )
+    ve.add_argument(
+        "--kind",
+        choices=["logical", "base"],
+        help="'latest' means the newest backup of this kind; with an id, the backup must be of it",
+    )
     ve.add_argument(
         "--deep", action="store_true", help="restore into a scratch cluster, compare row counts"
     )

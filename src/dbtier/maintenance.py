@@ -62,11 +62,23 @@ def list_all(settings: Settings) -> list[dict[str, Any]]:
     return rows
 
 
-def verify(settings: Settings, ref: str, *, deep: bool = False) -> dict[str, Any]:
+VERIFY_KINDS = ("logical", "base")
+
+
+def verify(
+    settings: Settings, ref: str, *, deep: bool = False, kind: str | None = None
+) -> dict[str, Any]:
+    """Verify one backup: `ref` is an id or `latest`, the newest good backup of `kind` (logical or
+    base), or of either kind when `kind` is None. Scheduled checks verify the newest of each kind,
+    so a broken base backup is not hidden behind a newer good logical one."""
+    if kind is not None and kind not in VERIFY_KINDS:
+        raise UsageError(f"unknown backup kind {kind!r} (logical or base)")
     store = open_store(settings)
     repo, provider = store.repo, store.provider
     # `latest` never means a safety backup (those are verified by id)
-    manifest = catalog.find_backup(repo, provider, ref, kinds=("logical", "base"))
+    manifest = catalog.find_backup(repo, provider, ref, kinds=(kind,) if kind else VERIFY_KINDS)
+    if kind is not None and manifest.kind != kind:
+        raise UsageError(f"backup {manifest.id} is a {manifest.kind} backup, not {kind}")
     data_key = provider.unwrap(manifest.wrapped_key)
     job = Job(
         name="verify", kind="verify", backup_id=f"{catalog.new_backup_id('verify')}-{manifest.id}"

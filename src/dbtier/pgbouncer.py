@@ -9,9 +9,10 @@ psycopg2, whichever the host has), in autocommit mode.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
-from . import scram
+from . import pgdriver, scram
 from .errors import UsageError
 
 HEADER = "; managed by Ansible (pgbouncer_userlist): SCRAM-SHA-256 verifiers only\n"
@@ -99,12 +100,51 @@ def entries_from_users(
     return entries
 
 
-def servers_to_update(
-    entries: Iterable[tuple[str, str]], old: Mapping[str, str], force: bool = False
-) -> list[str]:
-    """The users whose verifier must be set on the server: their line in the file changes (the
-    stored verifier cannot be read back on RDS), or every user with `force`."""
-    return [name for name, verifier in entries if force or old.get(name) != verifier]
+def stored_verifiers(conn, names: list[str]) -> dict[str, str | None] | None:
+    """name -> rolpassword from pg_authid for the roles that exist, or None when pg_authid is not
+    readable by this connection (not a superuser: the RDS master user)."""
+    cur = conn.cursor()
+    try:
+        cur.execute(
+            "SELECT rolname, rolpassword FROM pg_catalog.pg_authid WHERE rolname = ANY(%s)",
+            (list(names),),
+        )
+    except Exception as exc:
+        if pgdriver.sqlstate(exc) == "42501":  # insufficient_privilege
+            return None
+        raise
+    return dict(cur.fetchall())
+
+
+def verifiers_to_set(
+    conn,
+    users: Iterable[Mapping],
+    probe: Callable[[str, str, str], Any],
+    force: bool = False,
+) -> list[tuple[str, str]]:
+    """(name, why) for each user (name, password, verifier) whose stored verifier on the server is
+    not exactly `verifier`. Compared in pg_authid when the connection may read it (superuser);
+    otherwise `probe(name, password, verifier)` logs in as the user and returns a
+    dbtier.pgprobe.Verdict (RDS). `force`: every user."""
+    users = list(users)
+    if force:
+        return [(u["name"], "forced") for u in users]
+    stored = stored_verifiers(conn, [u["name"] for u in users])
+    result = []
+    for user in users:
+        name, verifier = user["name"], user["verifier"]
+        if stored is not None:
+            if name not in stored:
+                result.append((name, "no such role"))
+            elif stored[name] != verifier:
+                result.append(
+                    (name, "another verifier in pg_authid" if stored[name] else "no password")
+                )
+            continue
+        verdict = probe(name, user["password"], verifier)
+        if verdict.holds is not True:
+            result.append((name, verdict.detail))
+    return result
 
 
 def read_server_verifiers(conn, names: list[str]) -> dict[str, str]:

@@ -14,17 +14,21 @@ HOSTS = {"db1": DB, "pgbouncer1": BOUNCER, "ops1": OPS}
 APP_USER, OWNER = "mockupaws_app", "mockupaws_owner"
 APP_PASSWORD = os.environ.get("DBTIER_LOCAL_APP_PASSWORD", "insecure-local-app-password")
 OWNER_PASSWORD = os.environ.get("DBTIER_LOCAL_OWNER_PASSWORD", "insecure-local-owner-password")
+HEALTH_USER = "dbtier_health"
+HEALTH_PASSWORD = os.environ.get("DBTIER_LOCAL_HEALTH_PASSWORD", "insecure-local-health-password")
 
 
-def psql(host, sql, *, user, password, port, dbname="mockupaws"):
+def psql(host, sql, *, user, password, port, dbname="mockupaws", sslmode="prefer", extra=""):
     """Run one query over TCP on 127.0.0.1 (the pod's shared loopback) and return its output."""
     cmd = host.run(
         "PGPASSWORD=%s PGCONNECT_TIMEOUT=5 psql -X -At "
-        "'host=127.0.0.1 port=%s dbname=%s user=%s' -c %s",
+        "'host=127.0.0.1 port=%s dbname=%s user=%s sslmode=%s %s' -c %s",
         password,
         str(port),
         dbname,
         user,
+        sslmode,
+        extra,
         sql,
     )
     return cmd
@@ -64,9 +68,13 @@ def test_pg_hba_is_scram_only():
 def test_roles_store_scram_verifiers():
     out = DB.check_output(
         "runuser -u postgres -- psql -X -At -c \"SELECT rolname || ' ' || left(rolpassword, 14) "
-        f"FROM pg_authid WHERE rolname IN ('{APP_USER}', '{OWNER}') ORDER BY 1\""
+        f"FROM pg_authid WHERE rolname IN ('{APP_USER}', '{OWNER}', '{HEALTH_USER}') ORDER BY 1\""
     )
-    assert out.splitlines() == [f"{APP_USER} SCRAM-SHA-256$", f"{OWNER} SCRAM-SHA-256$"]
+    assert out.splitlines() == [
+        f"{HEALTH_USER} SCRAM-SHA-256$",
+        f"{APP_USER} SCRAM-SHA-256$",
+        f"{OWNER} SCRAM-SHA-256$",
+    ]
 
 
 def test_pg_stat_statements_enabled():
@@ -106,7 +114,7 @@ def test_userlist_holds_scram_verifiers_only():
     userlist = BOUNCER.file("/etc/pgbouncer/userlist.txt")
     assert userlist.mode == 0o640
     entries = [ln for ln in userlist.content_string.splitlines() if ln.startswith('"')]
-    assert {ln.split()[0].strip('"') for ln in entries} == {APP_USER, OWNER}
+    assert {ln.split()[0].strip('"') for ln in entries} == {APP_USER, OWNER, HEALTH_USER}
     assert all(ln.split()[1].startswith('"SCRAM-SHA-256$4096:') for ln in entries)
 
 
@@ -152,20 +160,25 @@ def test_schema_is_migrated():
     assert int(out.stdout.strip()) > 0
 
 
-# The one file allowed to hold a password in plaintext: the libpq password file of the dbtier jobs
-# on ops1 (PGPASSFILE in /etc/dbtier/credentials.env), mode 0600, owned by the service user.
-# db1's jobs use peer auth and have none.
-DESIGNATED_SECRET_FILES = {"ops1": ("/etc/dbtier/pgpass", "dbtier")}
+# The files allowed to hold a password in plaintext: the libpq password file of the dbtier jobs
+# on ops1 (PGPASSFILE in /etc/dbtier/credentials.env) and the one of the health check on
+# pgbouncer1 (its role's password only), mode 0600, owned by the service user. db1's jobs use peer
+# auth and have none.
+DESIGNATED_SECRET_FILES = {
+    "ops1": ("/etc/dbtier/pgpass", "dbtier"),
+    "pgbouncer1": ("/etc/dbtier-health/pgpass", "dbtier-health"),
+}
 
 
 @pytest.mark.parametrize("name", sorted(HOSTS))
 def test_no_plaintext_password_in_any_file(name):
     host = HOSTS[name]
     out = host.run(
-        "grep -rlsF -e %s -e %s /etc /opt /var /root /home /srv /usr/local "
+        "grep -rlsF -e %s -e %s -e %s /etc /opt /var /root /home /srv /usr/local "
         "--exclude-dir=/var/cache --exclude-dir=proc",
         APP_PASSWORD,
         OWNER_PASSWORD,
+        HEALTH_PASSWORD,
     )
     assert out.rc in (0, 1), out.stderr
     found = set(out.stdout.split())
@@ -198,15 +211,30 @@ def test_credentials_env_points_libpq_at_the_password_file():
 @pytest.mark.parametrize(
     ("host", "user", "present", "absent"),
     [
-        (DB, "postgres", ["backup base", "backup full"], ["backup verify", "backup cleanup"]),
-        (OPS, "dbtier", ["backup verify latest", "backup cleanup"], ["backup base", "backup full"]),
+        (
+            DB,
+            "postgres",
+            ["backup base --quiet --primary-only", "backup full --quiet --primary-only"],
+            ["backup verify", "backup cleanup", "refresh-views"],
+        ),
+        (
+            OPS,
+            "dbtier",
+            [
+                "backup verify latest --kind logical --quiet",
+                "backup verify latest --kind base --quiet",
+                "backup cleanup --quiet",
+                "refresh-views --quiet",
+            ],
+            ["backup base", "backup full", "backup verify latest --quiet"],
+        ),
     ],
 )
 def test_backup_cron_entries(host, user, present, absent):
     crontab = host.check_output("crontab -l -u %s", user)
     jobs = [ln for ln in crontab.splitlines() if ln and not ln.startswith("#")]
     for command in present:
-        assert any(f"/usr/local/bin/dbtier-job {command}" in job for job in jobs), (
+        assert any(f"/usr/local/bin/dbtier-job {command} >>" in job for job in jobs), (
             f"{command} not in {user}'s crontab:\n{crontab}"
         )
     for command in absent:
@@ -261,3 +289,90 @@ def test_wal_archiving_into_the_repository():
         "runuser -u dbtier -- /usr/local/bin/dbtier-job wal-fetch %s /tmp/wal-probe", segment
     )
     assert readable.rc == 0, f"ops1 cannot read what db1 archived: {readable.stderr}"
+
+
+# --- issue 9: the production path ------------------------------------------------------------
+
+
+def test_pgbouncer_requires_tls_from_tcp_clients():
+    ini = BOUNCER.file("/etc/pgbouncer/pgbouncer.ini").content_string
+    assert "client_tls_sslmode = require" in ini
+    key = BOUNCER.file("/etc/pgbouncer/tls/client-tls.key")
+    assert (key.user, key.group, key.mode) == ("root", "postgres", 0o640)
+    ok = psql(
+        BOUNCER, "SELECT 1", user=APP_USER, password=APP_PASSWORD, port=6432, sslmode="require"
+    )
+    assert ok.rc == 0, ok.stderr
+    # the self-signed certificate of the local stack names 127.0.0.1: verify-full against it
+    verified = psql(
+        BOUNCER,
+        "SELECT 1",
+        user=APP_USER,
+        password=APP_PASSWORD,
+        port=6432,
+        sslmode="verify-full",
+        extra="sslrootcert=/etc/pgbouncer/tls/client-tls.crt",
+    )
+    assert verified.rc == 0, verified.stderr
+    plain = psql(
+        BOUNCER, "SELECT 1", user=APP_USER, password=APP_PASSWORD, port=6432, sslmode="disable"
+    )
+    assert plain.rc != 0
+    assert "SSL required" in plain.stderr
+
+
+def _http(host, path):
+    return host.run(
+        "python3 -c %s %s",
+        "import sys, urllib.request, urllib.error\n"
+        "try:\n"
+        "    r = urllib.request.urlopen('http://127.0.0.1:8008' + sys.argv[1], timeout=10)\n"
+        "    print(r.status, r.read().decode().strip())\n"
+        "except urllib.error.HTTPError as e:\n"
+        "    print(e.code, e.read().decode().strip())\n",
+        path,
+    )
+
+
+def test_health_endpoint_for_the_load_balancer():
+    service = BOUNCER.service("dbtier-pgbouncer-health")
+    assert service.is_running
+    assert service.is_enabled
+    assert BOUNCER.socket("tcp://0.0.0.0:8008").is_listening
+    user = BOUNCER.check_output("systemctl show -p User --value dbtier-pgbouncer-health")
+    assert user == "dbtier-health"
+    out = _http(BOUNCER, "/health")
+    assert out.rc == 0, out.stderr
+    assert out.stdout.strip() == "200 ok"
+    assert _http(BOUNCER, "/").stdout.split()[0] == "404"
+    # the health role may connect and nothing else
+    rights = DB.check_output(
+        "runuser -u postgres -- psql -X -At -d mockupaws -c %s",
+        f"SELECT has_database_privilege('{HEALTH_USER}', 'mockupaws', 'CONNECT'), "
+        f"has_schema_privilege('{HEALTH_USER}', 'public', 'USAGE'), rolsuper "
+        f"FROM pg_roles WHERE rolname = '{HEALTH_USER}'",
+    )
+    assert rights == "t|f|f"
+
+
+def test_scheduled_jobs_run_as_scheduled():
+    """The commands the crontabs hold, as their users: backups on db1 (the primary), verification
+    of the newest backup of each kind and the views from ops1."""
+    for host, user, command in (
+        (DB, "postgres", "backup base --quiet --primary-only"),
+        (DB, "postgres", "backup full --quiet --primary-only"),
+        (OPS, "dbtier", "backup verify latest --kind logical --quiet"),
+        (OPS, "dbtier", "backup verify latest --kind base --quiet"),
+        (OPS, "dbtier", "refresh-views --quiet"),
+    ):
+        out = host.run("runuser -u %s -- /usr/local/bin/dbtier-job " + command, user)
+        assert out.rc == 0, f"{command} as {user}: {out.stderr}"
+
+
+def test_job_logs_are_rotated():
+    for host, owner in ((DB, "postgres"), (OPS, "dbtier")):
+        conf = host.file("/etc/logrotate.d/dbtier")
+        assert conf.exists and f"su {owner} adm" in conf.content_string
+        out = host.run("logrotate -d /etc/logrotate.d/dbtier")
+        assert out.rc == 0, out.stderr
+        assert "error" not in (out.stdout + out.stderr).lower(), out.stdout + out.stderr
