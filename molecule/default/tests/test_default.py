@@ -345,14 +345,16 @@ def test_health_endpoint_for_the_load_balancer():
     assert out.rc == 0, out.stderr
     assert out.stdout.strip() == "200 ok"
     assert _http(BOUNCER, "/").stdout.split()[0] == "404"
-    # the health role may connect and nothing else
+    # the health role may connect and read nothing (schema public keeps PostgreSQL's default
+    # USAGE for PUBLIC; no table is readable)
     rights = DB.check_output(
         "runuser -u postgres -- psql -X -At -d mockupaws -c %s",
         f"SELECT has_database_privilege('{HEALTH_USER}', 'mockupaws', 'CONNECT'), "
-        f"has_schema_privilege('{HEALTH_USER}', 'public', 'USAGE'), rolsuper "
+        f"has_table_privilege('{HEALTH_USER}', 'public.scenarios', 'SELECT'), "
+        f"has_table_privilege('{HEALTH_USER}', 'public.api_keys', 'SELECT'), rolsuper "
         f"FROM pg_roles WHERE rolname = '{HEALTH_USER}'",
     )
-    assert rights == "t|f|f"
+    assert rights == "t|f|f|f"
 
 
 def test_scheduled_jobs_run_as_scheduled():
