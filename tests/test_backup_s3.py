@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +20,7 @@ import pytest
 
 from dbtier import migrations, sampledata
 
-from .conftest import SQL_DIR, fingerprints, run_dbtier
+from .conftest import SERVER_DBTIER, SQL_DIR, fake_segment, fingerprints, run_dbtier
 from .support.moto_server import ACCESS_KEY, SECRET_KEY, MotoServer, free_port, moto_server_binary
 
 pytestmark = pytest.mark.skipif(moto_server_binary() is None, reason="moto_server not installed")
@@ -262,3 +266,33 @@ def test_cleanup_aborts_unfinished_multipart_uploads_after_the_grace_period(
         "multipart-upload:backups/20200101T000000Z-base/base.tar.zst.enc"
     ]
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_create_if_absent_works_with_the_hosts_boto3(aws: dict[str, Any], tmp_path: Path) -> None:
+    """Database and ops hosts run Debian 12's python3-boto3 (botocore 1.29, older than S3's
+    IfNoneMatch parameter): wal-push's create-if-absent must hold there too, races included."""
+    debian = [*shlex.split(SERVER_DBTIER), "wal-push"]
+    env = {**os.environ, **aws["env"]}
+    probe = ["/usr/bin/python3", "-c", "import botocore; print(botocore.__version__)"]
+    version = subprocess.run(probe, capture_output=True, text=True, check=True).stdout.strip()
+
+    def push(path: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*debian, str(path)], env=env, capture_output=True, text=True,
+                              check=False, timeout=120)  # fmt: skip
+
+    first = fake_segment(tmp_path, "000000010000000000000007")
+    done = push(first)
+    assert done.returncode == 0, f"botocore {version}: {done.stderr}"
+    again = push(first)
+    assert again.returncode == 0 and "event=wal_push.exists" in again.stderr, again.stderr
+    rivals = []
+    for n in range(4):
+        directory = tmp_path / f"r{n}"
+        directory.mkdir()
+        rivals.append(fake_segment(directory, "000000010000000000000008"))
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(push, rivals))
+    assert sorted(r.returncode for r in results) == [0, 1, 1, 1], [r.stderr for r in results]
+    assert all(
+        "already archived with different content" in r.stderr for r in results if r.returncode
+    )

@@ -443,16 +443,22 @@ class S3Repository(Repository):
             "s3": {"addressing_style": "path" if self.endpoint_url else "auto"},
         }
         session = boto3.session.Session()
-        self.client = session.client(
-            "s3",
-            endpoint_url=self.endpoint_url,
-            region_name=self.region,
-            config=Config(
-                retries={"max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"},
-                max_pool_connections=16,
-                **common,
-            ),
+        config = Config(
+            retries={"max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"},
+            max_pool_connections=16,
+            **common,
         )
+        self.client = session.client(
+            "s3", endpoint_url=self.endpoint_url, region_name=self.region, config=config
+        )
+        # Create-if-absent writes send `If-None-Match: *` as a header added before signing:
+        # Debian 12's botocore (1.29, what database hosts run) predates the IfNoneMatch
+        # parameter and would refuse it, while S3 has honoured the header since 2024.
+        self._create_only = session.client(
+            "s3", endpoint_url=self.endpoint_url, region_name=self.region, config=config
+        )
+        for operation in ("PutObject", "CompleteMultipartUpload"):
+            self._create_only.meta.events.register(f"before-sign.s3.{operation}", _if_none_match)
         # A reachability probe without retries answers "cannot reach S3" (or "does not
         # answer") in seconds, before a backup starts streaming.
         self._probe_client = session.client(
@@ -552,18 +558,10 @@ class S3Repository(Repository):
         digest = hashlib.sha256()
         reader = _PartReader(src, digest)
         first = reader.take(part_size_for(1, self.part_size))
-        condition = {"IfNoneMatch": "*"} if if_absent else {}
+        writer = self._create_only if if_absent else self.client
         if not reader.eof:
-            return self._multipart(key, full, first, reader, digest, condition)
-        self._call(
-            "PutObject",
-            key,
-            self.client.put_object,
-            Key=full,
-            Body=first,
-            **condition,
-            **self._extra(),
-        )
+            return self._multipart(key, full, first, reader, digest, writer)
+        self._call("PutObject", key, writer.put_object, Key=full, Body=first, **self._extra())
         return ObjectInfo(key=key, size=len(first), sha256=digest.hexdigest())
 
     def _multipart(
@@ -573,7 +571,7 @@ class S3Repository(Repository):
         first: bytes,
         reader: _PartReader,
         digest: Any,
-        condition: dict[str, str],
+        completer: Any,
     ) -> ObjectInfo:
         upload_id = self._call(
             "CreateMultipartUpload",
@@ -602,11 +600,10 @@ class S3Repository(Repository):
             self._call(
                 "CompleteMultipartUpload",
                 key,
-                self.client.complete_multipart_upload,
+                completer.complete_multipart_upload,
                 Key=full,
                 UploadId=upload_id,
                 MultipartUpload={"Parts": parts},
-                **condition,
             )
         except BaseException as exc:
             uploader.cancel()
@@ -858,6 +855,10 @@ class _PartUploader:
         with self._cond:
             self._cond.notify_all()
         self._stop_threads()
+
+
+def _if_none_match(request: Any, **_: Any) -> None:
+    request.headers["If-None-Match"] = "*"
 
 
 def _error_code(exc: BaseException) -> str:
