@@ -180,14 +180,14 @@ def pod_stack() -> Iterator[Stack]:
             f"AWS_ACCESS_KEY_ID={ACCESS_KEY}",
             "-e",
             f"AWS_SECRET_ACCESS_KEY={SECRET_KEY}",
-            # 0.0.0.0 of the pod's own network namespace: the published port reaches it, nothing else
+            # 0.0.0.0 of the pod's own network namespace: only the published port reaches it
             IMAGE,
             str(venv_bin / "moto_server"),
             "-H",
-            "0.0.0.0",
+            "0.0.0.0",  # noqa: S104
             "-p",
             str(port),
-        )  # noqa: S104
+        )
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -270,12 +270,16 @@ def start_rds_standin(stack: Stack, endpoint: str, secret_arn: str, tls: CAFiles
     conf = "/etc/postgresql/15/main"
     for src, dest in ((tls.server_cert, "server.crt"), (tls.server_key, "server.key")):
         sh("podman", "cp", str(src), f"{c}:{conf}/{dest}")
-    sql = (
-        "CREATE ROLE rds_superuser NOLOGIN;"
+    quoted = password.replace("'", "''")
+    sql = stack.base / "rds-master.sql"
+    sql.write_text(
+        "CREATE ROLE rds_superuser NOLOGIN;\n"
         f"CREATE ROLE {master} LOGIN CREATEROLE CREATEDB IN ROLE rds_superuser"
-        f" PASSWORD '{password}';"
-        f"CREATE DATABASE mockupaws OWNER {master};"
+        f" PASSWORD '{quoted}';\n"
+        f"CREATE DATABASE mockupaws OWNER {master};\n"
     )
+    sql.chmod(0o644)
+    sh("podman", "cp", str(sql), f"{c}:/tmp/rds-master.sql")
     script = f"""set -e
 cd {conf}
 chown postgres:postgres server.crt server.key && chmod 600 server.key
@@ -292,9 +296,10 @@ local all postgres peer
 hostssl all all 127.0.0.1/32 scram-sha-256
 EOF
 systemctl restart postgresql@15-main
-runuser -u postgres -- psql -v ON_ERROR_STOP=1 -qc "{sql}"
+runuser -u postgres -- psql -v ON_ERROR_STOP=1 -q -f /tmp/rds-master.sql && rm /tmp/rds-master.sql
 # rds_superuser may create pg_stat_statements on RDS; only a superuser may here
-runuser -u postgres -- psql -v ON_ERROR_STOP=1 -d mockupaws -qc "CREATE EXTENSION pg_stat_statements"
+runuser -u postgres -- psql -v ON_ERROR_STOP=1 -d mockupaws \
+  -qc "CREATE EXTENSION pg_stat_statements"
 """
     stack.exec(c, "sh", "-c", script)
     # every container resolves the endpoint name to the pod's loopback
@@ -451,9 +456,22 @@ def test_staging_end_to_end(terraform: Terraform) -> None:
 
         # 2. a logical backup from the ops host lands in S3, verifies, and is copied to DR
         ops = stack.containers["dbtier-staging-ops"]
-        backup = stack.exec(ops, "dbtier-job", "backup", "full", check=False)
+        backup = stack.exec(
+            ops, "runuser", "-u", "dbtier", "--", "dbtier-job", "backup", "full", check=False
+        )
         assert backup.returncode == 0, f"dbtier-job backup full: {backup.stderr.strip()[-1500:]}"
-        verify = stack.exec(ops, "dbtier-job", "backup", "verify", "latest", check=False)
+        verify = stack.exec(
+            ops,
+            "runuser",
+            "-u",
+            "dbtier",
+            "--",
+            "dbtier-job",
+            "backup",
+            "verify",
+            "latest",
+            check=False,
+        )
         assert verify.returncode == 0, (
             f"dbtier-job backup verify latest: {verify.stderr.strip()[-1500:]}"
         )
