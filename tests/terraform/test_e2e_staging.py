@@ -225,7 +225,8 @@ def pod_stack() -> Iterator[Stack]:
         yield stack
     finally:
         sh("podman", "pod", "rm", "-f", "-t", "5", pod, check=False, timeout=120)
-        shutil.rmtree(base, ignore_errors=True)
+        if not os.environ.get("DBTIER_E2E_KEEP_LOGS"):  # site-N.log, outputs.json, ...
+            shutil.rmtree(base, ignore_errors=True)
 
 
 def terraform_apply(terraform: Terraform, stack: Stack) -> tuple[Path, dict[str, str], dict]:
@@ -325,6 +326,7 @@ def write_test_layer(stack: Stack, tls: CAFiles, client_tls: CAFiles, passwords:
             "ansible_connection": "containers.podman.podman",
             "ansible_host": container,
             "ansible_python_interpreter": "/usr/bin/python3",
+            "ansible_user": "root",  # Terraform says ssm-user (the SSM session user)
         }
         for name, container in stack.containers.items()
         if name in HOSTS
