@@ -254,7 +254,9 @@ def terraform_apply(terraform: Terraform, stack: Stack) -> tuple[Path, dict[str,
     return workdir, env, outputs
 
 
-def start_rds_standin(stack: Stack, endpoint: str, secret_arn: str, tls: CAFiles) -> str:
+def start_rds_standin(
+    stack: Stack, endpoint: str, secret_arn: str, tls: CAFiles
+) -> tuple[str, str]:
     """Debian's PostgreSQL 15 shaped like RDS, with the master user of the Terraform secret."""
     sm = boto3.client("secretsmanager", **stack.moto.client_kwargs())
     secret = json.loads(sm.get_secret_value(SecretId=secret_arn)["SecretString"])
@@ -269,7 +271,12 @@ def start_rds_standin(stack: Stack, endpoint: str, secret_arn: str, tls: CAFiles
         timeout=900,
     )
     conf = "/etc/postgresql/15/main"
-    for src, dest in ((tls.server_cert, "server.crt"), (tls.server_key, "server.key")):
+    copies = (
+        (tls.server_cert, "server.crt"),
+        (tls.server_key, "server.key"),
+        (tls.ca_cert, "ca.crt"),
+    )
+    for src, dest in copies:
         sh("podman", "cp", str(src), f"{c}:{conf}/{dest}")
     quoted = password.replace("'", "''")
     sql = stack.base / "rds-master.sql"
@@ -283,7 +290,7 @@ def start_rds_standin(stack: Stack, endpoint: str, secret_arn: str, tls: CAFiles
     sh("podman", "cp", str(sql), f"{c}:/tmp/rds-master.sql")
     script = f"""set -e
 cd {conf}
-chown postgres:postgres server.crt server.key && chmod 600 server.key
+chown postgres:postgres server.crt server.key ca.crt && chmod 600 server.key
 cat > conf.d/rds.conf <<'EOF'
 listen_addresses = '127.0.0.1'
 ssl = on
@@ -315,7 +322,7 @@ runuser -u postgres -- psql -v ON_ERROR_STOP=1 -d mockupaws \
             f"'[default]\\naws_access_key_id = {ACCESS_KEY}\\n"
             f"aws_secret_access_key = {SECRET_KEY}\\n' > /root/.aws/credentials",
         )
-    return master
+    return master, password
 
 
 def write_test_layer(stack: Stack, tls: CAFiles, client_tls: CAFiles, passwords: dict) -> Path:
@@ -447,7 +454,19 @@ def test_staging_end_to_end(terraform: Terraform) -> None:
         t = time.monotonic()
         tls = make_ca(stack.base / "rds-tls", dns_names=(endpoint,))
         client_tls = make_ca(stack.base / "client-tls")
-        master = start_rds_standin(stack, endpoint, secret_arn, tls)
+        master, master_pw = start_rds_standin(stack, endpoint, secret_arn, tls)
+        # RDS-shaped: the master user (Terraform's secret) logs in by name over TLS only, is no
+        # superuser, and cannot read pg_authid
+        probe = stack.exec(
+            stack.containers["rds"], "env", f"PGPASSWORD={master_pw}", "psql",
+            f"host={endpoint} dbname=mockupaws user={master} sslmode=verify-full "
+            "sslrootcert=/etc/postgresql/15/main/ca.crt",
+            "-Atc", "SELECT rolsuper, rolcreaterole, pg_has_role('rds_superuser', 'MEMBER'),"
+            " has_table_privilege('pg_authid', 'SELECT')"
+            " FROM pg_roles WHERE rolname = current_user",
+            check=False,
+        )  # fmt: skip
+        assert probe.stdout.strip() == "f|t|t|f", f"RDS stand-in: {probe.stdout}{probe.stderr}"
         stack.timings["rds stand-in"] = time.monotonic() - t
         extra = write_test_layer(stack, tls, client_tls, PASSWORDS)
 
@@ -516,8 +535,10 @@ def test_staging_end_to_end(terraform: Terraform) -> None:
             check=False,
         )
         text = no_state.stdout + no_state.stderr
-        assert no_state.returncode != 0 and "terraform" in text.lower(), text[-2000:]
-        assert master  # the RDS master user never was a superuser: see start_rds_standin
+        why = [ln for ln in text.splitlines() if "terraform_inventory:" in ln]
+        assert no_state.returncode != 0 and why, f"a run without Terraform state: {text[-2000:]}"
+        assert "not applied yet" in why[0] or "terraform output" in why[0], why[0]
+        assert "PLAY RECAP" not in text, f"a play ran without Terraform state: {text[-2000:]}"
     total = time.monotonic() - started
     print(
         "e2e timings (s):",
