@@ -376,23 +376,24 @@ def site(
     env.pop("DBTIER_TF_OUTPUT_JSON", None)
     if outputs_json is not None:
         env["DBTIER_TF_OUTPUT_JSON"] = str(outputs_json)
-    started = time.monotonic()
-    proc = sh(
-        "ansible-playbook",
-        str(ROOT / "ansible" / "site.yml"),
+    runs = sum(1 for k in stack.timings if k.startswith("site.yml"))
+    name = f"site.yml #{runs + 1}"
+    log = stack.base / f"site-{runs + 1}.log"  # streamed: tail -f it while the test runs
+    cmd = ["ansible-playbook", str(ROOT / "ansible" / "site.yml")]
+    cmd += [
         "-i",
         str(ROOT / "inventories" / ENVIRONMENT),
         "-i",
         str(stack.base / "e2e-inventory.yml"),
-        "-e",
-        f"@{extra}",
-        *more,
-        env=env,
-        check=False,
-        timeout=1800,
-    )
-    stack.timings[f"site.yml #{len(stack.timings)}"] = time.monotonic() - started
-    (stack.base / f"site-{len(stack.timings)}.log").write_text(proc.stdout + proc.stderr)
+    ]
+    cmd += ["-e", f"@{extra}", *more]
+    started = time.monotonic()
+    with log.open("w") as out:
+        proc = subprocess.run(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, timeout=1800, check=False
+        )
+    stack.timings[name] = time.monotonic() - started
+    proc.stdout = log.read_text()
     if check and proc.returncode != 0:
         failed = [ln for ln in proc.stdout.splitlines() if "fatal:" in ln or "FAILED" in ln]
         pytest.fail(
