@@ -488,35 +488,6 @@ def test_staging_end_to_end(terraform: Terraform) -> None:
         rc, out = connect_through_pgbouncer(stack, tls, PASSWORDS["dbtier_app_password"])
         assert rc == 0 and out.endswith("t"), f"app through PgBouncer over TLS: {out}"
 
-        # 2. a logical backup from the ops host lands in S3, verifies, and is copied to DR
-        ops = stack.containers["dbtier-staging-ops"]
-        backup = stack.exec(
-            ops, "runuser", "-u", "dbtier", "--", "dbtier-job", "backup", "full", check=False
-        )
-        assert backup.returncode == 0, f"dbtier-job backup full: {backup.stderr.strip()[-1500:]}"
-        verify = stack.exec(
-            ops,
-            "runuser",
-            "-u",
-            "dbtier",
-            "--",
-            "dbtier-job",
-            "backup",
-            "verify",
-            "latest",
-            check=False,
-        )
-        assert verify.returncode == 0, (
-            f"dbtier-job backup verify latest: {verify.stderr.strip()[-1500:]}"
-        )
-        bucket, dr_bucket = v["dbtier_backup_bucket"], v["dbtier_backup_dr_bucket"]
-        s3 = boto3.client("s3", **stack.moto.client_kwargs())
-        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
-        assert any(k.endswith("manifest.json") for k in keys), f"backup bucket holds {keys}"
-        dr = boto3.client("s3", **stack.moto.client_kwargs(v["dbtier_dr_region"]))
-        dr_keys = [o["Key"] for o in dr.list_objects_v2(Bucket=dr_bucket).get("Contents", [])]
-        assert any(k.endswith("manifest.json") for k in dr_keys), f"DR bucket holds {dr_keys}"
-
         # 3. a second run changes nothing
         again = site(stack, saved, extra)
         changed = recap_changed(again)
@@ -552,6 +523,35 @@ def test_staging_end_to_end(terraform: Terraform) -> None:
         assert no_state.returncode != 0 and why, f"a run without Terraform state: {text[-2000:]}"
         assert "not applied yet" in why[0] or "terraform output" in why[0], why[0]
         assert "PLAY RECAP" not in text, f"a play ran without Terraform state: {text[-2000:]}"
+        # 6. a logical backup from the ops host lands in S3, verifies, and is copied to DR
+        ops = stack.containers["dbtier-staging-ops"]
+        backup = stack.exec(
+            ops, "runuser", "-u", "dbtier", "--", "dbtier-job", "backup", "full", check=False
+        )
+        assert backup.returncode == 0, f"dbtier-job backup full: {backup.stderr.strip()[-1500:]}"
+        verify = stack.exec(
+            ops,
+            "runuser",
+            "-u",
+            "dbtier",
+            "--",
+            "dbtier-job",
+            "backup",
+            "verify",
+            "latest",
+            check=False,
+        )
+        assert verify.returncode == 0, (
+            f"dbtier-job backup verify latest: {verify.stderr.strip()[-1500:]}"
+        )
+        bucket, dr_bucket = v["dbtier_backup_bucket"], v["dbtier_backup_dr_bucket"]
+        s3 = boto3.client("s3", **stack.moto.client_kwargs())
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+        assert any(k.endswith("manifest.json") for k in keys), f"backup bucket holds {keys}"
+        dr = boto3.client("s3", **stack.moto.client_kwargs(v["dbtier_dr_region"]))
+        dr_keys = [o["Key"] for o in dr.list_objects_v2(Bucket=dr_bucket).get("Contents", [])]
+        assert any(k.endswith("manifest.json") for k in dr_keys), f"DR bucket holds {dr_keys}"
+
     total = time.monotonic() - started
     print(
         "e2e timings (s):",
