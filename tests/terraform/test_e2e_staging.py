@@ -488,12 +488,12 @@ def test_staging_end_to_end(terraform: Terraform) -> None:
         rc, out = connect_through_pgbouncer(stack, tls, PASSWORDS["dbtier_app_password"])
         assert rc == 0 and out.endswith("t"), f"app through PgBouncer over TLS: {out}"
 
-        # 3. a second run changes nothing
+        # 2. a second run changes nothing
         again = site(stack, saved, extra)
         changed = recap_changed(again)
         assert changed and not any(changed.values()), f"second run changed: {changed}"
 
-        # 4. rotate the app password: the new one works through PgBouncer, the old is refused
+        # 3. rotate the app password: the new one works through PgBouncer, the old is refused
         old = PASSWORDS["dbtier_app_password"]
         new = "app-pw-2-" + uuid.uuid4().hex[:8]
         extra2 = write_test_layer(stack, tls, client_tls, {**PASSWORDS, "dbtier_app_password": new})
@@ -503,7 +503,7 @@ def test_staging_end_to_end(terraform: Terraform) -> None:
         rc, out = connect_through_pgbouncer(stack, tls, old)
         assert rc != 0 and "password authentication failed" in out, f"old password: {out}"
 
-        # 5. without Terraform outputs (no state in the environment dir): one clear failure
+        # 4. without Terraform outputs (no state in the environment dir): one clear failure
         empty = stack.base / "tf-empty" / "environments" / ENVIRONMENT
         empty.mkdir(parents=True)
         env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), DBTIER_TF_DIR=str(empty))
@@ -523,7 +523,7 @@ def test_staging_end_to_end(terraform: Terraform) -> None:
         assert no_state.returncode != 0 and why, f"a run without Terraform state: {text[-2000:]}"
         assert "not applied yet" in why[0] or "terraform output" in why[0], why[0]
         assert "PLAY RECAP" not in text, f"a play ran without Terraform state: {text[-2000:]}"
-        # 6. a logical backup from the ops host lands in S3, verifies, and is copied to DR
+        # 5. a logical backup from the ops host lands in S3, verifies, and is copied to DR
         ops = stack.containers["dbtier-staging-ops"]
         backup = stack.exec(
             ops, "runuser", "-u", "dbtier", "--", "dbtier-job", "backup", "full", check=False
