@@ -524,6 +524,10 @@ def test_staging_end_to_end(terraform: Terraform) -> None:
         assert "not applied yet" in why[0] or "terraform output" in why[0], why[0]
         assert "PLAY RECAP" not in text, f"a play ran without Terraform state: {text[-2000:]}"
         # 5. a logical backup from the ops host lands in S3, verifies, and is copied to DR
+        # KNOWN FAILURE (2026-11-30): roles/dbtier's venv uses Debian bookworm's python3-boto3
+        # (1.26, --system-site-packages), whose PutObject has no IfNoneMatch (create-if-absent,
+        # botocore >= 1.35): "Unknown parameter in input: IfNoneMatch". Needs a newer boto3 in
+        # the venv (pyproject says boto3>=1.34, which is not enough either).
         ops = stack.containers["dbtier-staging-ops"]
         backup = stack.exec(
             ops, "runuser", "-u", "dbtier", "--", "dbtier-job", "backup", "full", check=False
