@@ -33,7 +33,10 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def make_ca(directory: Path, common_name: str = "localhost") -> CAFiles:
+def make_ca(
+    directory: Path, common_name: str = "localhost", dns_names: tuple[str, ...] = ()
+) -> CAFiles:
+    """A CA and a server certificate for localhost, 127.0.0.1 and dns_names."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (
@@ -72,7 +75,11 @@ def make_ca(directory: Path, common_name: str = "localhost") -> CAFiles:
         .not_valid_after(now + datetime.timedelta(days=2))
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                [
+                    x509.DNSName("localhost"),
+                    *(x509.DNSName(n) for n in dns_names),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
             ),
             critical=False,
         )
