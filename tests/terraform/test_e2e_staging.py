@@ -58,6 +58,7 @@ psycopg = pytest.importorskip("psycopg")
 pytestmark = [pytest.mark.terraform, pytest.mark.terraform_apply]
 
 ENVIRONMENT = "staging"
+VENV_PATH = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
 IMAGE = os.environ.get("DBTIER_BASE_IMAGE", "localhost/dbtier-base:bookworm")
 PREFIX = "dbtier-e2e-"
 HOSTS = ("dbtier-staging-pgbouncer-1", "dbtier-staging-pgbouncer-2", "dbtier-staging-ops")
@@ -133,7 +134,8 @@ def pod_stack() -> Iterator[Stack]:
     if shutil.which("podman") is None:
         pytest.skip("podman is not installed")
     if sh("podman", "image", "exists", IMAGE, check=False).returncode != 0:
-        pytest.skip(f"no base image {IMAGE}: run scripts/bootstrap-containers.sh")
+        # podman's config and the base image, as Molecule's create does (built once, reused)
+        sh("bash", str(ROOT / "scripts" / "bootstrap-containers.sh"))
     venv_bin = Path(sys.executable).parent
     if not (venv_bin / "moto_server").exists():
         pytest.skip("moto_server is not in the venv")
@@ -372,6 +374,7 @@ def site(
         ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
         ANSIBLE_NOCOLOR="1",
         PYTHONPATH=str(ROOT / "src"),
+        PATH=VENV_PATH,  # ansible-playbook and the tools it runs, from the venv
     )
     env.pop("DBTIER_TF_OUTPUT_JSON", None)
     if outputs_json is not None:
@@ -379,7 +382,10 @@ def site(
     runs = sum(1 for k in stack.timings if k.startswith("site.yml"))
     name = f"site.yml #{runs + 1}"
     log = stack.base / f"site-{runs + 1}.log"  # streamed: tail -f it while the test runs
-    cmd = ["ansible-playbook", str(ROOT / "ansible" / "site.yml")]
+    cmd = [
+        str(Path(sys.executable).parent / "ansible-playbook"),
+        str(ROOT / "ansible" / "site.yml"),
+    ]
     cmd += [
         "-i",
         str(ROOT / "inventories" / ENVIRONMENT),
@@ -506,10 +512,15 @@ def test_staging_end_to_end(terraform: Terraform) -> None:
         # 4. without Terraform outputs (no state in the environment dir): one clear failure
         empty = stack.base / "tf-empty" / "environments" / ENVIRONMENT
         empty.mkdir(parents=True)
-        env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), DBTIER_TF_DIR=str(empty))
+        env = dict(
+            os.environ,
+            ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+            DBTIER_TF_DIR=str(empty),
+            PATH=VENV_PATH,
+        )
         env.pop("DBTIER_TF_OUTPUT_JSON", None)
         no_state = sh(
-            "ansible-playbook",
+            str(Path(sys.executable).parent / "ansible-playbook"),
             str(ROOT / "ansible" / "site.yml"),
             "-i",
             str(ROOT / "inventories" / ENVIRONMENT),
