@@ -34,6 +34,10 @@ sample_data() {
     as_dbtier /usr/local/bin/dbtier-job sample-data --quiet
     echo "sample data: loaded ($(ops_sql "SELECT count(*) FROM scenarios") scenarios)"
   fi
+  # The reporting views read the data just loaded; afterwards cron refreshes them hourly
+  # (dbtier_cron_schedule.refresh_views on ops1).
+  as_dbtier /usr/local/bin/dbtier-job refresh-views --quiet
+  echo "reporting views: refreshed ($(ops_sql "SELECT count(*) FROM mv_scenario_daily_stats") rows in mv_scenario_daily_stats)"
 }
 
 summary() {

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from dbtier import catalog, config, keys, migrations, restore, sampledata
 from dbtier.errors import DbtierError
@@ -1171,3 +1172,47 @@ def test_primary_only_backups_skip_a_standby(
 
     down = cli(store, "backup", "full", "--primary-only", dsn="postgresql://127.0.0.1:1/x")
     assert down.returncode == 5 and "cannot connect" in down.stderr  # never a silent skip
+
+
+def test_every_job_records_a_history_row_when_the_database_comes_from_pg_variables(
+    source_db: str, store: dict
+) -> None:
+    """The jobs on database hosts connect through PGHOST/PGDATABASE (no DSN at all): backups,
+    verifies, cleanups and restores must still write their backup_history rows there."""
+    params = conninfo_to_dict(source_db)
+    env = {
+        "DBTIER_CONFIG": str(store["config"]),
+        "PGHOST": str(params["host"]),
+        "PGPORT": str(params["port"]),
+        "PGUSER": str(params["user"]),
+        "PGDATABASE": str(params["dbname"]),
+        "DATABASE_URL": "",
+    }
+    for args in (
+        ("backup", "full"),
+        ("backup", "verify", "latest", "--kind", "logical"),
+        ("backup", "cleanup"),
+        ("restore", "logical", "latest", "--no-safety-backup"),
+    ):
+        proc = run_dbtier(*args, "--quiet", env=env)
+        assert proc.returncode == 0, (args, proc.stderr)
+        assert "history.unavailable" not in proc.stderr, proc.stderr
+    server = source_db.rsplit("/", 1)[0]
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        [(aside,)] = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s",
+            (params["dbname"] + "\\_\\_pre\\_%",),
+        ).fetchall()
+    try:
+        query = "SELECT kind, status FROM backup_history ORDER BY id"
+        with psycopg.connect(f"{server}/{aside}") as conn:
+            old = conn.execute(query).fetchall()
+        with psycopg.connect(source_db) as conn:
+            restored = conn.execute(query).fetchall()
+    finally:
+        with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE "{aside}" WITH (FORCE)')
+    assert old == [("logical", "completed"), ("verify", "completed"), ("cleanup", "completed")]
+    # The dump caught its own backup's row while it ran: the restore settles it from the
+    # manifest (a 'running' row would be reaped as failed), then adds its own row.
+    assert restored == [("logical", "completed"), ("restore", "completed")]

@@ -204,7 +204,11 @@ def backup_logical(
         name=f"backup_{'full' if kind == 'logical' else kind}", kind=kind, backup_id=backup_id
     )
     with (
-        run_job(job, history_dsn=settings.history_dsn or dsn, metrics_dir=settings.metrics_dir),
+        run_job(
+            job,
+            history_dsn=dsn if settings.history_dsn is None else settings.history_dsn,
+            metrics_dir=settings.metrics_dir,
+        ),
         db.connect(dsn) as conn,
     ):
         facts = _server_facts(conn)
@@ -270,7 +274,11 @@ def backup_base(
     started = catalog.now_utc()
     backup_id = catalog.new_backup_id("base", started)
     job = Job(name="backup_base", kind="base", backup_id=backup_id)
-    with run_job(job, history_dsn=settings.history_dsn or dsn, metrics_dir=settings.metrics_dir):
+    with run_job(
+        job,
+        history_dsn=dsn if settings.history_dsn is None else settings.history_dsn,
+        metrics_dir=settings.metrics_dir,
+    ):
         with db.connect(dsn, autocommit=True) as conn:
             facts = _server_facts(conn)
             archiving = conn.execute("SELECT current_setting('archive_mode')").fetchone()[0]

@@ -66,6 +66,11 @@ class Settings:
     # pg_dump --lock-wait-timeout: fail instead of queueing behind an exclusive lock forever.
     lock_wait_timeout: str = "60s"
 
+    def history(self) -> str | None:
+        """Where a job's backup_history row goes: history_dsn, else the database itself ("" is
+        a DSN too: libpq then reads the PG* variables, as the jobs on database hosts do)."""
+        return self.history_dsn if self.history_dsn is not None else self.dsn
+
     def require(self, name: str, hint: str) -> Any:
         value = getattr(self, name)
         if value in (None, ""):

@@ -79,6 +79,7 @@ class Job:
     started: float = field(default_factory=time.time)
     fields: dict[str, Any] = field(default_factory=dict)
     bytes: int = 0
+    record_start: bool = True  # False: the row is written at the end only (restore logical)
 
     def set(self, **values: Any) -> None:
         self.fields.update(values)
@@ -90,13 +91,16 @@ class History:
     def __init__(self, dsn: str | None) -> None:
         self.dsn = dsn
 
-    def _exec(self, query: str, params: dict[str, Any]) -> None:
-        if not self.dsn:
+    def _exec(self, query: str, params: dict[str, Any], fallback: str | None = None) -> None:
+        """Run query; when it touched no row, run fallback (a finish without a start row)."""
+        if self.dsn is None:  # "" is a DSN (the PG* variables); None means no history
             return
         try:
             with db.connect(self.dsn, autocommit=True) as conn:
                 if conn.execute("SELECT to_regclass('public.backup_history')").fetchone()[0]:
-                    conn.execute(query, params)
+                    cursor = conn.execute(query, params)
+                    if fallback and cursor.rowcount == 0:
+                        conn.execute(fallback, params)
         except (psycopg.Error, Exception) as exc:
             log("history.unavailable", "warning", reason=db.first_line(exc))
 
@@ -120,7 +124,7 @@ class History:
     def reap(self) -> None:
         """Mark this host's 'running' rows whose process is gone as failed: a job killed by
         SIGKILL, the OOM killer or a crash never wrote its own end."""
-        if not self.dsn:
+        if self.dsn is None:
             return
         try:
             with db.connect(self.dsn, autocommit=True) as conn:
@@ -175,7 +179,22 @@ class History:
                 "error": error,
                 "id": job.backup_id,
                 "pid": os.getpid(),  # never another job's row (a same-second backup id)
+                "kind": job.kind,
+                "host": socket.gethostname(),
+                "tool": __version__,
             },
+            # No start row (a restore records into the database it produced): one whole row.
+            fallback="""
+            INSERT INTO backup_history (backup_id, kind, status, started_at, completed_at,
+                duration_seconds, size_bytes, database_name, server_version, repository,
+                location, manifest_key, checksum, encrypted, compression, start_lsn, stop_lsn,
+                timeline, error, host, tool_version, pid)
+            VALUES (%(id)s, %(kind)s, %(status)s, to_timestamp(%(t)s), now(),
+                round((extract(epoch FROM now()) - %(t)s)::numeric, 3), %(size)s, %(db)s,
+                %(ver)s, %(repo)s, %(loc)s, %(manifest)s, %(sum)s, %(enc)s, %(comp)s,
+                %(start_lsn)s, %(stop_lsn)s, %(tli)s, %(error)s, %(host)s, %(tool)s, %(pid)s)
+            ON CONFLICT (backup_id) DO NOTHING
+            """,
         )
 
 
@@ -246,7 +265,8 @@ def run_job(job: Job, *, history_dsn: str | None, metrics_dir: str | None) -> It
     """Log start and end, keep backup_history and metrics, whatever happens inside."""
     log(f"{job.name}.start", backup_id=job.backup_id)
     history = History(history_dsn if job.kind else None)
-    history.start(job)
+    if job.record_start:
+        history.start(job)
     try:
         yield job
     except BaseException as exc:

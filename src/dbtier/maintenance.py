@@ -83,7 +83,7 @@ def verify(
     job = Job(
         name="verify", kind="verify", backup_id=f"{catalog.new_backup_id('verify')}-{manifest.id}"
     )
-    with run_job(job, history_dsn=settings.history_dsn, metrics_dir=settings.metrics_dir):
+    with run_job(job, history_dsn=settings.history(), metrics_dir=settings.metrics_dir):
         try:
             report = _verify(store, settings, manifest, data_key, job, deep)
         except DbtierError as exc:
@@ -335,7 +335,7 @@ def cleanup(
     if dry_run:
         return result
     job = Job(name="cleanup", kind="cleanup", backup_id=catalog.new_backup_id("cleanup"))
-    with run_job(job, history_dsn=settings.history_dsn, metrics_dir=settings.metrics_dir):
+    with run_job(job, history_dsn=settings.history(), metrics_dir=settings.metrics_dir):
         for m in doomed:
             # Manifest first: from that moment the backup no longer exists for anyone.
             repo.delete(catalog.manifest_key(m.id))

@@ -243,11 +243,17 @@ def restore_logical(
     }
     if dry_run:
         return {"dry_run": True, **plan}
+    # The row goes to the target database at the end, once: before the swap it is the old
+    # database (renamed aside afterwards, where nobody would look).
     job = Job(
-        name="restore", kind="restore", backup_id=f"{catalog.new_backup_id('restore')}-{backup_id}"
+        name="restore",
+        kind="restore",
+        backup_id=f"{catalog.new_backup_id('restore')}-{backup_id}",
+        record_start=False,
     )
+    history = settings.history_dsn if settings.history_dsn is not None else _dsn_for(dsn, target)
     with (
-        run_job(job, history_dsn=settings.history_dsn, metrics_dir=settings.metrics_dir),
+        run_job(job, history_dsn=history, metrics_dir=settings.metrics_dir),
         tempfile.TemporaryDirectory(prefix="dbtier-restore-") as tmp,
     ):
         job.set(database=target, repository=repo.describe())
@@ -259,12 +265,31 @@ def restore_logical(
             return {"verified": True, **plan, "toc_entries": len(entries)}
         _restore_into_staging(settings, manifest, dump, dsn, names, major, jobs, no_owner, entries)
         _swap(admin_dsn, names, exists)
+        _settle_own_row(_dsn_for(dsn, target), manifest)
     result = {**plan, "restored": True, "validated_tables": len(manifest.row_counts)}
     if exists:
         result["drop_kept_database"] = _drop_command(admin_dsn, names.aside)
         log("restore.kept", database=names.aside, drop=result["drop_kept_database"])
     result["safety_backup_id"] = _safety_backup(settings, dsn, names) if safety else None
     return result
+
+
+def _settle_own_row(dsn: str, manifest: catalog.Manifest) -> None:
+    """The dump caught the backup_history row of its own backup while it was 'running': mark it
+    completed from the manifest, or the next job would reap it as interrupted."""
+    try:
+        with db.connect(dsn, autocommit=True) as conn:
+            if conn.execute("SELECT to_regclass('public.backup_history')").fetchone()[0]:
+                # The manifest's times have whole seconds: never before the row's start.
+                conn.execute(
+                    "UPDATE backup_history SET status = 'completed', "
+                    "completed_at = greatest(started_at, %(at)s), duration_seconds = "
+                    "round(extract(epoch FROM greatest(started_at, %(at)s) - started_at), 3), "
+                    "size_bytes = %(size)s WHERE backup_id = %(id)s AND status = 'running'",
+                    {"at": manifest.stopped, "size": manifest.size, "id": manifest.id},
+                )
+    except (DbtierError, psycopg.Error) as exc:
+        log("history.unavailable", "warning", reason=db.first_line(exc))
 
 
 def _steps(names: SwapNames, exists: bool, jobs: int, verify_only: bool, safety: bool) -> list[str]:
@@ -658,7 +683,7 @@ def restore_pitr(
     if dry_run:
         return {"dry_run": True, **plan}
     job = Job(name="restore_pitr", kind="pitr", backup_id=f"{catalog.new_backup_id('pitr')}")
-    with run_job(job, history_dsn=settings.history_dsn, metrics_dir=settings.metrics_dir):
+    with run_job(job, history_dsn=settings.history(), metrics_dir=settings.metrics_dir):
         job.bytes = base.raw_size
         result = recover(
             settings,
@@ -891,7 +916,7 @@ def restore_rds(
         if dry_run:
             return {"dry_run": True, "request": {k: str(v) for k, v in args.items()}}
         job = Job(name="restore_rds", kind="pitr", backup_id=catalog.new_backup_id("rds-pitr"))
-        with run_job(job, history_dsn=settings.history_dsn, metrics_dir=settings.metrics_dir):
+        with run_job(job, history_dsn=settings.history(), metrics_dir=settings.metrics_dir):
             client.restore_db_instance_to_point_in_time(**args)
             log(
                 "rds.restore_requested",
