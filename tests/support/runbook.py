@@ -1,0 +1,114 @@
+"""Commands of the operator documentation, as tests run them.
+
+Every ```sh block in docs/*.md is preceded by a marker comment (invisible when rendered):
+
+    <!-- run: db1 as postgres; id=scratch-pitr -->      a test runs it: on host db1, as postgres
+    <!-- run: ops1 as dbtier; id=status; expect=1 -->   ... and expects that exit code
+    <!-- not run: covered by tests/test_backup_s3.py::test_rds_point_in_time_restore -->
+
+A `run` block is executed as one bash script (set -euo pipefail) in a login-like shell of that
+user on that host of the Molecule stack. Variables the test provides (a target time, a scenario
+id) replace the block's own assignments of them, e.g. `TARGET='2026-04-07 14:30:00+00'`.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
+MARKER = re.compile(r"<!--\s*(run|not run):\s*(.*?)\s*-->")
+FENCE = re.compile(r"^```(\w*)\s*$")
+ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?([A-Z][A-Z0-9_]*)=")
+
+
+@dataclass
+class Block:
+    path: Path
+    line: int  # line of the opening fence, 1-based
+    language: str
+    text: str
+    marker: str | None  # "run" | "not run" | None
+    spec: str = ""
+    options: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def where(self) -> str:
+        return f"{self.path.relative_to(ROOT)}:{self.line}"
+
+    @property
+    def host(self) -> str:
+        return self.spec.split(" as ", 1)[0].strip()
+
+    @property
+    def user(self) -> str:
+        return self.spec.split(" as ", 1)[1].strip()
+
+    @property
+    def id(self) -> str:
+        return self.options.get("id", "")
+
+    @property
+    def expect(self) -> int:
+        return int(self.options.get("expect", "0"))
+
+    def script(self, variables: dict[str, str] | None = None) -> str:
+        """The block as a bash script; assignments of provided variables become the test's."""
+        variables = variables or {}
+        lines = ["set -euo pipefail"]
+        lines += [f"{name}={shlex.quote(value)}" for name, value in variables.items()]
+        for line in self.text.splitlines():
+            match = ASSIGNMENT.match(line)
+            if match and match.group(1) in variables:
+                continue
+            lines.append(line)
+        return "\n".join(lines) + "\n"
+
+
+def _parse_marker(kind: str, body: str) -> tuple[str, dict[str, str]]:
+    if kind == "not run":
+        return body, {}
+    spec, *rest = [part.strip() for part in body.split(";")]
+    options = {}
+    for item in rest:
+        key, _, value = item.partition("=")
+        options[key.strip()] = value.strip()
+    return spec, options
+
+
+def blocks(path: Path) -> list[Block]:
+    """Every fenced code block of a Markdown file, with the marker right before it (if any)."""
+    found: list[Block] = []
+    lines = path.read_text().splitlines()
+    pending: tuple[str, str, dict[str, str]] | None = None
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        marker = MARKER.search(line)
+        fence = FENCE.match(line)
+        if marker:
+            spec, options = _parse_marker(marker.group(1), marker.group(2))
+            pending = (marker.group(1), spec, options)
+        elif fence:
+            start = index
+            index += 1
+            body = []
+            while index < len(lines) and not lines[index].startswith("```"):
+                body.append(lines[index])
+                index += 1
+            kind, spec, options = pending or (None, "", {})
+            found.append(
+                Block(path, start + 1, fence.group(1), "\n".join(body), kind, spec, options)
+            )
+            pending = None
+        elif line.strip():
+            pending = None  # a marker applies to the block right after it only
+        index += 1
+    return found
+
+
+def shell_blocks(path: Path) -> list[Block]:
+    return [b for b in blocks(path) if b.language == "sh"]
