@@ -46,6 +46,11 @@ def iso(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def iso_precise(ts: datetime) -> str:
+    """UTC with microseconds: a recovery target or replay time, where a second matters."""
+    return ts.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
 def parse_time(text: str) -> datetime:
     """ISO 8601 or 'YYYY-MM-DD HH:MM:SS[+TZ]'; naive times are UTC."""
     try:

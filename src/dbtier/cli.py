@@ -296,8 +296,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
     elif args.mode == "pitr":
         result = restore.restore_pitr(
             settings,
-            restore.RecoveryTarget.at_time(args.target_time),
+            restore.pitr_target(args.target_time, args.target, args.target_name, args.target_lsn),
             args.data_dir,
+            base_id=args.base,
             timeline=args.target_timeline,
             port=args.port,
             keep_running=args.keep_running,
@@ -600,6 +601,29 @@ def _add_restore_parsers(
         "--target-time",
         type=_nonempty("a time", when),
         help=f"recover up to this moment, e.g. {when} (naive times are UTC)",
+    )
+    target.add_argument(
+        "--target",
+        choices=["latest", "immediate"],
+        help="latest: everything archived; immediate: the base backup's consistency point",
+    )
+    target.add_argument(
+        "--target-name",
+        type=_nonempty("a restore point", "before_migration_42"),
+        metavar="NAME",
+        help="a restore point made with SELECT pg_create_restore_point('NAME')",
+    )
+    target.add_argument(
+        "--target-lsn",
+        type=_nonempty("an LSN", "0/3000060"),
+        metavar="LSN",
+        help="a WAL position as pg_current_wal_lsn() shows it, e.g. 0/3000060",
+    )
+    pt.add_argument(
+        "--base",
+        type=_nonempty("a backup id", "20260407T020000Z-base"),
+        metavar="ID",
+        help="base backup to start from (default: the newest good one before the target)",
     )
     pt.add_argument(
         "--data-dir",

@@ -37,6 +37,7 @@ ENVIRONMENT = {
     "BACKUP_REPLICATION_WAIT": "replication_wait",
     "DBTIER_KMS_REGION": "kms_region",
     "BACKUP_LOCK_WAIT_TIMEOUT": "lock_wait_timeout",
+    "DBTIER_PG_BINDIR": "pg_bindir",
 }
 
 # Tables of dbtier.toml whose keys are settings too (an older layout grouped them).
@@ -60,7 +61,9 @@ class Settings:
     replication_wait: int = 900  # --check-replication: seconds to wait for S3 replication
     metrics_dir: str | None = None  # node_exporter textfile collector directory
     history_dsn: str | None = None  # where backup_history lives (default: dsn)
-    pg_bindir: str | None = None  # PostgreSQL client binaries (default: version-matched)
+    # PostgreSQL binaries: the clients, and the server for deep verify and PITR (default:
+    # version-matched, /usr/lib/postgresql/<major>/bin else PATH).
+    pg_bindir: str | None = None
     # How a restored server's restore_command runs dbtier (default: this program's path).
     command: str | None = None
     # pg_dump --lock-wait-timeout: fail instead of queueing behind an exclusive lock forever.

@@ -45,8 +45,19 @@ def connect(dsn: str | None = None, *, autocommit: bool = False) -> psycopg.Conn
             connect_timeout=int(os.environ.get("PGCONNECT_TIMEOUT", "10")),
         )
     except psycopg.OperationalError as exc:
-        raise Unreachable(f"cannot connect to {where}: {reason(exc)}") from None
+        raise Unreachable(f"cannot connect to {where}: {reason(exc)}{job_hint()}") from None
     return conn
+
+
+def job_hint() -> str:
+    """What works instead, unless already under dbtier-job (it exports DBTIER_CONFIG and the
+    PG* variables of credentials.env): its settings and credentials are what this lacked."""
+    if os.environ.get("DBTIER_CONFIG") and os.environ.get("PGHOST"):
+        return ""
+    return (
+        " (run it through the wrapper that loads /etc/dbtier/dbtier.toml and its credentials: "
+        "dbtier-job ... on the ops host, sudo -u postgres dbtier-job ... on the database host)"
+    )
 
 
 def reason(exc: psycopg.OperationalError) -> str:

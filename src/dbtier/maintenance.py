@@ -13,7 +13,7 @@ from . import catalog, db, wal
 from .config import Settings
 from .errors import DbtierError, UsageError
 from .jobs import Job, log, run_job
-from .pgcluster import LocalCluster, scratch_dir
+from .pgcluster import LocalCluster, require_server, scratch_dir
 from .pgtools import last_line, program
 from .pipeline import verify_object
 from .repository import Repository
@@ -79,6 +79,8 @@ def verify(
     manifest = catalog.find_backup(repo, provider, ref, kinds=(kind,) if kind else VERIFY_KINDS)
     if kind is not None and manifest.kind != kind:
         raise UsageError(f"backup {manifest.id} is a {manifest.kind} backup, not {kind}")
+    if deep:
+        _deep_prerequisites(settings, manifest)
     data_key = provider.unwrap(manifest.wrapped_key)
     job = Job(
         name="verify", kind="verify", backup_id=f"{catalog.new_backup_id('verify')}-{manifest.id}"
@@ -94,6 +96,21 @@ def verify(
         log("verify.ok", backup_id=manifest.id)
         return report
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _deep_prerequisites(settings: Settings, manifest: catalog.Manifest) -> None:
+    """What this host needs for a deep verify, checked before the job starts: a missing server
+    or an unusable /tmp is its setup, not a failed verification of the backup (no metric, no
+    verify.json)."""
+    major = int(manifest.server_version.split(".")[0])
+    require_server(major, settings.pg_bindir, f"backup verify --deep {manifest.id}")
+    try:
+        shutil.rmtree(scratch_dir("dbtier-deep-"))
+    except OSError as exc:
+        raise UsageError(
+            f"cannot create the deep verify's scratch directory in /tmp ({exc.strerror or exc}): "
+            "free space or fix /tmp's permissions, or run it on another host"
+        ) from None
 
 
 def _record(repo: Repository, manifest: catalog.Manifest, data_key: bytes, **result: Any) -> None:
@@ -215,7 +232,8 @@ def _deep_logical(
 ) -> dict[str, Any]:
     """Restore into a scratch cluster and compare every table's row count. The dump stays in
     its private directory: pg_restore runs as this user and sends it over the connection."""
-    cluster = LocalCluster(base=scratch_dir("dbtier-deep-"), major=major)
+    bindir = Path(settings.pg_bindir) if settings.pg_bindir else None
+    cluster = LocalCluster(base=scratch_dir("dbtier-deep-"), major=major, bindir=bindir)
     try:
         cluster.init()
         cluster.start()

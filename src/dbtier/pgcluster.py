@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import DbtierError
+from .errors import DbtierError, UsageError
 
 SERVER_USER = "postgres"
 
@@ -31,11 +31,38 @@ def pg_bindir(major: int = 15, program: str = "postgres") -> Path:
     found = shutil.which(program)
     if found:
         return Path(found).resolve().parent
-    package = "postgresql" if program in SERVER_PROGRAMS else "postgresql-client"
-    raise DbtierError(f"PostgreSQL {major} {program} not found (install {package}-{major})")
+    if program in SERVER_PROGRAMS:
+        raise server_missing(major, f"{debian} and PATH")
+    raise DbtierError(f"PostgreSQL {major} {program} not found (install postgresql-client-{major})")
 
 
-SERVER_PROGRAMS = {"postgres", "initdb", "pg_ctl"}
+def server_missing(major: int, looked: str, rerun: str = "...") -> DbtierError:
+    """The one-line error for a host without the server binaries (an ops host, usually)."""
+    return UsageError(
+        f"PostgreSQL {major} server binaries not found (looked in {looked}): install "
+        f"postgresql-{major} on this host, or run it on the database host: "
+        f"sudo -u {SERVER_USER} dbtier-job {rerun}"
+    )
+
+
+def require_server(major: int, bindir: str | None, rerun: str) -> Path:
+    """Check before a job starts that every server program is there: their absence is this
+    host's setup, and must not count as a failed job. rerun: the command to suggest instead."""
+    directory = Path(bindir) if bindir else None
+    if directory is None:
+        try:
+            directory = pg_bindir(major, "postgres")
+        except DbtierError:
+            raise server_missing(
+                major, f"/usr/lib/postgresql/{major}/bin and PATH", rerun
+            ) from None
+    absent = [p for p in sorted(SERVER_PROGRAMS) if not (directory / p).exists()]
+    if absent:
+        raise server_missing(major, str(directory), rerun)
+    return directory
+
+
+SERVER_PROGRAMS = {"postgres", "initdb", "pg_ctl", "pg_controldata"}
 
 
 def free_port() -> int:
@@ -81,6 +108,7 @@ class LocalCluster:
     settings: dict[str, str] = field(default_factory=dict)
     data: Path | None = None  # data directory when not base/data (a restored cluster)
     scratch: bool = True  # scratch clusters run without fsync; a restored one never does
+    bindir: Path | None = None  # server programs (default: found by pg_bindir)
 
     @property
     def datadir(self) -> Path:
@@ -93,6 +121,10 @@ class LocalCluster:
     @property
     def sockdir(self) -> Path:
         return self.base
+
+    def program(self, name: str) -> str:
+        """Full path of a server program (pg_ctl, postgres, ...) of this cluster's major."""
+        return str((self.bindir or pg_bindir(self.major, name)) / name)
 
     def dsn(self, dbname: str = "postgres", user: str | None = None) -> str:
         return f"postgresql://{user or self.superuser}@127.0.0.1:{self.port}/{dbname}"
@@ -110,7 +142,7 @@ class LocalCluster:
             return
         self._run(
             [
-                str(pg_bindir(self.major) / "initdb"),
+                self.program("initdb"),
                 "-D",
                 str(self.datadir),
                 "-U",
@@ -127,9 +159,7 @@ class LocalCluster:
 
     def is_running(self) -> bool:
         proc = subprocess.run(
-            _as_server_user(
-                [str(pg_bindir(self.major) / "pg_ctl"), "status", "-D", str(self.datadir)]
-            ),
+            _as_server_user([self.program("pg_ctl"), "status", "-D", str(self.datadir)]),
             capture_output=True,
             check=False,
         )
@@ -146,7 +176,7 @@ class LocalCluster:
         opts = " ".join(f"-c {k}={v}" for k, v in options.items())
         self._run(
             [
-                str(pg_bindir(self.major) / "pg_ctl"),
+                self.program("pg_ctl"),
                 "start",
                 "-D",
                 str(self.datadir),
@@ -165,7 +195,7 @@ class LocalCluster:
         if self.datadir.exists() and self.is_running():
             self._run(
                 [
-                    str(pg_bindir(self.major) / "pg_ctl"),
+                    self.program("pg_ctl"),
                     "stop",
                     "-D",
                     str(self.datadir),
@@ -187,7 +217,7 @@ class LocalCluster:
             "unix_socket_directories": str(self.sockdir),
             **{k: v.strip("'") for k, v in self.settings.items()},
         }
-        cmd = [str(pg_bindir(self.major) / "postgres"), "-D", str(self.datadir)]
+        cmd = [self.program("postgres"), "-D", str(self.datadir)]
         cmd += [arg for k, v in options.items() for arg in ("-c", f"{k}={v}")]
         with self.logfile.open("ab") as log:
             chown_to_server_user(self.logfile)
@@ -210,7 +240,7 @@ class LocalCluster:
     def control_data(self) -> dict[str, str]:
         """pg_controldata's fields, e.g. {'Database cluster state': 'shut down in recovery'}."""
         proc = subprocess.run(
-            _as_server_user([str(pg_bindir(self.major) / "pg_controldata"), str(self.datadir)]),
+            _as_server_user([self.program("pg_controldata"), str(self.datadir)]),
             capture_output=True,
             text=True,
             check=False,

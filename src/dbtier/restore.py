@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pwd
 import re
 import shlex
 import shutil
@@ -15,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -27,7 +28,14 @@ from . import backup, catalog, db
 from .config import Settings
 from .errors import DbtierError, UsageError
 from .jobs import Job, log, run_job
-from .pgcluster import SERVER_USER, LocalCluster, chown_to_server_user, free_port, private_dir
+from .pgcluster import (
+    SERVER_USER,
+    LocalCluster,
+    chown_to_server_user,
+    free_port,
+    private_dir,
+    require_server,
+)
 from .pgtools import Child, last_line, program, split_password
 from .pipeline import download_decrypted
 from .repository import Repository
@@ -186,6 +194,26 @@ def _database_exists(conn: psycopg.Connection, name: str) -> bool:
     return row is not None
 
 
+def _require_createdb(conn: psycopg.Connection, names: SwapNames) -> None:
+    """A restore creates its staging database: without CREATEDB it would fail after the
+    download, so say up front which role lacks it and who can run the restore."""
+    role, allowed = conn.execute(
+        "SELECT current_user, rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user"
+    ).fetchone()
+    if not allowed:
+        raise UsageError(createdb_denied(role, names.staging))
+
+
+def createdb_denied(role: str, database: str) -> str:
+    """The one line for a role without CREATEDB: who can run it instead."""
+    return (
+        f"permission denied to create database {database}: role {role} lacks CREATEDB; "
+        f"run the restore as postgres on the database host (sudo -u postgres dbtier-job "
+        f"restore logical ...) or as the database's owner role through dbtier-job on the ops "
+        f"host (or ALTER ROLE {role} CREATEDB)"
+    )
+
+
 def _default_target(manifest: catalog.Manifest) -> str | None:
     """The dump's database; for a safety backup (taken of the kept-aside copy) the original."""
     name = manifest.database
@@ -222,6 +250,8 @@ def restore_logical(
             if _database_exists(conn, leftover):
                 raise UsageError(f"database {leftover} already exists: retry in a second")
         major = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()[0]
+        if not verify_only:
+            _require_createdb(conn, names)
     major //= 10000
     safety = exists and not skip_safety_backup
     plan = {
@@ -326,7 +356,13 @@ def _restore_into_staging(
     On failure the staging database is left for inspection and the error says how to drop it."""
     admin_dsn = _dsn_for(dsn, "postgres")
     with db.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(_create_staging(conn, names))
+        try:
+            conn.execute(_create_staging(conn, names))
+        except psycopg.errors.InsufficientPrivilege as exc:
+            if "create database" not in str(exc):
+                raise
+            role = conn.execute("SELECT current_user").fetchone()[0]
+            raise UsageError(createdb_denied(role, names.staging)) from None
     left = (
         f"{names.target} untouched; staging database {names.staging} left for inspection, "
         f"drop it with: {_drop_command(admin_dsn, names.staging)}"
@@ -457,37 +493,110 @@ def _safety_backup(settings: Settings, dsn: str, names: SwapNames) -> str:
 # --------------------------------------------------------------------------------- PITR
 
 
+_LSN_RE = re.compile(r"^[0-9A-F]{1,8}/[0-9A-F]{1,8}$")
+
+
 @dataclass(frozen=True)
 class RecoveryTarget:
     """Where recovery stops, as recovery_target* settings.
 
-    Kinds: "time" (restore pitr --target-time) and "immediate" (the base backup's consistency
-    point: deep verify). Another kind (latest, a named restore point, an LSN) needs a
-    constructor, its lines in conf_lines() and its rule in choose_base().
+    time: the last commit at or before a moment; lsn: a WAL position; name: a restore point
+    (pg_create_restore_point); latest: the end of the archive (no target at all); immediate:
+    the base backup's consistency point (deep verify, or PITR to the backup itself).
     """
 
     kind: str
     value: str
     time: datetime | None = None
+    lsn: int | None = None
 
     @classmethod
     def at_time(cls, text: str) -> RecoveryTarget:
         if not text.strip():
             raise UsageError("empty target time (e.g. --target-time '2026-04-07 14:30:00+00')")
         when = catalog.parse_time(text)
-        return cls("time", catalog.iso(when), when)
+        return cls("time", catalog.iso_precise(when), when)
+
+    @classmethod
+    def at_lsn(cls, text: str) -> RecoveryTarget:
+        value = text.strip().upper()
+        if not _LSN_RE.match(value):
+            raise UsageError(
+                f"bad LSN {text!r}: give it as pg_current_wal_lsn() shows it, e.g. 0/3000060"
+            )
+        return cls("lsn", value, lsn=catalog.lsn_value(value))
+
+    @classmethod
+    def named(cls, name: str) -> RecoveryTarget:
+        if not name.strip() or len(name.encode()) > NAME_LIMIT:
+            raise UsageError(
+                f"bad restore point name {name!r}: the name given to "
+                f"pg_create_restore_point(), 1 to {NAME_LIMIT} bytes"
+            )
+        return cls("name", name)
+
+    @classmethod
+    def latest(cls) -> RecoveryTarget:
+        return cls("latest", "end of the archive")
 
     @classmethod
     def immediate(cls) -> RecoveryTarget:
         return cls("immediate", "consistency")
 
+    def describe(self) -> str:
+        return {
+            "time": f"target {self.value}",
+            "lsn": f"target LSN {self.value}",
+            "name": f"restore point {self.value}",
+        }.get(self.kind, f"target {self.kind}")
+
     def conf_lines(self) -> list[str]:
         if self.kind == "time" and self.time is not None:
             stamp = f"{self.time.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f+00}"
             return [f"recovery_target_time = {_conf_quote(stamp)}"]
+        if self.kind == "lsn":
+            return [f"recovery_target_lsn = {_conf_quote(self.value)}"]
+        if self.kind == "name":
+            return [f"recovery_target_name = {_conf_quote(self.value)}"]
         if self.kind == "immediate":
             return ["recovery_target = 'immediate'"]
+        if self.kind == "latest":
+            return []  # no target: replay everything the archive has, then promote
         raise AssertionError(f"unknown recovery target kind {self.kind}")
+
+    def reachable_from(self, base: catalog.Manifest) -> bool:
+        """Whether recovery from this base backup can stop at the target: a time or an LSN
+        must not lie before the backup's consistency point (its stop)."""
+        if self.time is not None:
+            return base.stopped <= self.time
+        if self.lsn is not None:
+            return catalog.lsn_value(base.stop_lsn or "0/0") <= self.lsn
+        return True
+
+
+def pitr_target(
+    when: str | None = None, target: str | None = None, name: str | None = None,
+    lsn: str | None = None,
+) -> RecoveryTarget:  # fmt: skip
+    """The one target restore pitr was given (--target-time | --target | --target-name |
+    --target-lsn)."""
+    given = [v for v in (when, target, name, lsn) if v is not None]
+    if len(given) != 1:
+        raise UsageError(
+            "give exactly one of --target-time, --target latest|immediate, --target-name, "
+            "--target-lsn"
+        )
+    if when is not None:
+        return RecoveryTarget.at_time(when)
+    if name is not None:
+        return RecoveryTarget.named(name)
+    if lsn is not None:
+        return RecoveryTarget.at_lsn(lsn)
+    if target == "latest":
+        return RecoveryTarget.latest()
+    if target == "immediate":
+        return RecoveryTarget.immediate()
+    raise UsageError(f"unknown --target {target!r} (latest or immediate)")
 
 
 def parse_timeline(text: str) -> str:
@@ -498,31 +607,60 @@ def parse_timeline(text: str) -> str:
     raise UsageError(f"bad timeline {text!r} (latest, current or a number such as 2)")
 
 
-def choose_base(store: Store, target: RecoveryTarget) -> catalog.Manifest:
-    """The newest good base backup consistent before the target (complete, not failed by its
-    last verification: the same rule retention uses; an older good one beats a newer bad one)."""
+def choose_base(
+    store: Store, target: RecoveryTarget, base_id: str | None = None
+) -> catalog.Manifest:
+    """base_id's base backup, checked; else the newest good one the target is reachable from
+    (complete, not failed by its last verification: the same rule retention uses; an older
+    good one beats a newer bad one)."""
     bases = catalog.list_backups(store.repo, store.provider, kind="base")
     if not bases:
         raise UsageError(
             f"no base backup in {store.describe()}: PITR needs one (dbtier backup base)"
         )
-    assert target.time is not None
-    usable = [m for m in bases if m.stopped <= target.time]
+    archived = catalog.archived_wal(store.repo)
+    if base_id is not None:
+        return _explicit_base(store, target, base_id, archived)
+    usable = [m for m in bases if target.reachable_from(m)]
     if not usable:
         raise UsageError(
-            f"target {target.value} is before the oldest base backup "
-            f"({bases[0].id}, consistent at {bases[0].stopped_at})"
+            f"{target.describe()} is before the oldest base backup ({bases[0].id}, consistent "
+            f"at {bases[0].stopped_at}, LSN {bases[0].stop_lsn}): no base backup reaches it"
         )
-    archived = catalog.archived_wal(store.repo)
     good = [m for m in usable if catalog.is_good(store.repo, store.provider, m, archived)]
     if not good:
         raise DbtierError(
-            f"no usable base backup before {target.value}: {usable[-1].id} and older ones are "
+            f"no usable base backup for {target.describe()}: {usable[-1].id} and older ones are "
             "incomplete or failed verification (dbtier backup list / backup verify ID)"
         )
     if good[-1] is not usable[-1]:
         log("pitr.skipped_bad_base", "warning", skipped=usable[-1].id, using=good[-1].id)
     return good[-1]
+
+
+def _explicit_base(
+    store: Store, target: RecoveryTarget, base_id: str, archived: list[str]
+) -> catalog.Manifest:
+    """--base ID: a good base backup from before the target, or a one-line refusal."""
+    manifest = catalog.find_backup(store.repo, store.provider, base_id, kinds=("base",))
+    if manifest.kind != "base":
+        raise UsageError(
+            f"backup {manifest.id} is a {manifest.kind} backup: --base needs a base backup "
+            "(dbtier backup list)"
+        )
+    if not catalog.is_good(store.repo, store.provider, manifest, archived):
+        raise UsageError(
+            f"base backup {manifest.id} is incomplete or failed its last verification: pass "
+            "another --base (dbtier backup list), or check it with dbtier backup verify "
+            f"{manifest.id}"
+        )
+    if not target.reachable_from(manifest):
+        raise UsageError(
+            f"base backup {manifest.id} is consistent at {manifest.stopped_at} (LSN "
+            f"{manifest.stop_lsn}), after {target.describe()}: pass an older --base "
+            "(dbtier backup list) or leave --base out"
+        )
+    return manifest
 
 
 def _conf_quote(value: str) -> str:
@@ -642,63 +780,147 @@ def _check_datadir(datadir: str) -> Path:
     return directory
 
 
+class TargetNotReached(DbtierError):
+    """PostgreSQL ended recovery at the end of the archive without reaching its target."""
+
+
 def restore_pitr(
     settings: Settings,
     target: RecoveryTarget,
     datadir: str,
     *,
+    base_id: str | None = None,
     timeline: str = "latest",
     port: int | None = None,
     keep_running: bool = False,
     timeout: float = 1800,
     dry_run: bool = False,
 ) -> dict[str, Any]:
-    """Recover the newest base backup before target into a new data directory with WAL from the
-    archive, promote it and check it answers; archiving stays off on the recovered server."""
+    """Recover a base backup (base_id, else the newest good one before target) into a new data
+    directory with WAL from the archive, promote it and check it answers; archiving stays off
+    on the recovered server."""
     from . import wal  # local import: wal imports pipeline lazily too
 
     directory = _check_datadir(datadir)
     timeline = parse_timeline(timeline)
     store = open_store(settings)
     repo, provider = store.repo, store.provider
-    base = choose_base(store, target)
+    base = choose_base(store, target, base_id)
     last = wal.last_archived(store)
     if last is None:
         raise UsageError(f"no WAL archived in {repo.describe()}: PITR impossible")
-    if target.time is not None and catalog.parse_time(last[1]) < target.time:
-        raise UsageError(
-            f"target {target.value} is after the last archived WAL ({last[0]}, pushed "
-            f"{last[1]}): the archive cannot reach it"
-        )
+    _check_archive_reaches(settings, target, base, last)
     plan = {
         "target": target.kind,
-        "target_time": target.value if target.kind == "time" else None,
+        **(
+            {f"target_{target.kind}": target.value}
+            if target.kind in ("time", "lsn", "name")
+            else {}
+        ),
         "target_timeline": timeline,
         "base_backup": base.id,
         "base_consistent_at": base.stopped_at,
+        "base_stop_lsn": base.stop_lsn,
         "start_wal": base.start_wal_file,
         "last_archived_wal": last[0],
+        "last_archived_at": last[1],
         "data_directory": str(directory),
     }
     if dry_run:
         return {"dry_run": True, **plan}
+    require_server(_major(base), settings.pg_bindir, "restore pitr ...")
     job = Job(name="restore_pitr", kind="pitr", backup_id=f"{catalog.new_backup_id('pitr')}")
     with run_job(job, history_dsn=settings.history(), metrics_dir=settings.metrics_dir):
         job.bytes = base.raw_size
-        result = recover(
-            settings,
-            repo,
-            provider,
-            base,
-            directory,
-            target,
-            timeline=timeline,
-            port=port,
-            keep_running=keep_running,
-            timeout=timeout,
-        )
+        try:
+            result = recover(
+                settings,
+                repo,
+                provider,
+                base,
+                directory,
+                target,
+                timeline=timeline,
+                port=port,
+                keep_running=keep_running,
+                timeout=timeout,
+                database=_dbname(settings.dsn),
+            )
+        except TargetNotReached:
+            _empty(directory)  # a half-recovered cluster is of no use: retry into it
+            raise DbtierError(_not_reached(target, base, last, directory)) from None
         return {**plan, **result}
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _major(base: catalog.Manifest) -> int:
+    return int(base.server_version.split(".")[0])
+
+
+def _dbname(dsn: str | None) -> str:
+    """The database the settings name (what the operator will want to look at), else postgres."""
+    try:
+        return str(conninfo_to_dict(dsn or "").get("dbname") or "postgres")
+    except psycopg.ProgrammingError:
+        return "postgres"
+
+
+def _check_archive_reaches(
+    settings: Settings, target: RecoveryTarget, base: catalog.Manifest, last: tuple[str, str]
+) -> None:
+    """Refuse a time or LSN target beyond the archive, saying how to get it archived."""
+    name, pushed = last
+    end = (catalog.segment_number(name, base.wal_segment_size) + 1) * base.wal_segment_size
+    # pushed_at has whole seconds: the push may have been up to a second later
+    if target.time is not None and catalog.parse_time(pushed) + timedelta(seconds=1) < target.time:
+        where = f"the last archived WAL ({name}, pushed {pushed})"
+    elif target.lsn is not None and target.lsn >= end:
+        where = f"the end of the last archived WAL ({name}, pushed {pushed})"
+    else:
+        return
+    raise UsageError(
+        f"{target.describe()} is after {where}: run SELECT pg_switch_wal() on the primary "
+        f"{_archive_wait(settings.dsn)}, then retry; or use --target latest to recover "
+        "everything archived so far"
+    )
+
+
+def _archive_wait(dsn: str | None) -> str:
+    """How long until the primary archives its current segment by itself, if it answers."""
+    try:
+        with psycopg.connect(dsn or "", connect_timeout=3, autocommit=True) as conn:
+            value = str(conn.execute("SHOW archive_timeout").fetchone()[0])
+    except psycopg.Error:
+        return "or wait archive_timeout for it to archive the current segment"
+    if value == "0":
+        return "(its archive_timeout is 0: only a switch or a full segment archives WAL)"
+    return f"or wait archive_timeout ({value}) for it to archive the current segment"
+
+
+def _not_reached(
+    target: RecoveryTarget, base: catalog.Manifest, last: tuple[str, str], directory: Path
+) -> str:
+    """What recovery that ended before its target means for this target, and what to run."""
+    archived = f"up to {last[0]}, pushed {last[1]}"
+    retry = f"(--data-dir {directory} was emptied for the retry)"
+    if target.kind == "time":
+        return (
+            f"no transaction committed after {target.value} is archived, so recovery cannot "
+            f"confirm it reached {target.value}: use --target latest (everything archived, "
+            f"{archived}), or commit something and SELECT pg_switch_wal() on the primary and "
+            f"retry {retry}"
+        )
+    if target.kind == "name":
+        return (
+            f"restore point {target.value} not found after base backup {base.id}: it may "
+            "predate that base backup (pass --base of an older one: dbtier backup list) or not "
+            f"be archived yet (SELECT pg_switch_wal() on the primary, then retry) {retry}"
+        )
+    return (
+        f"recovery from base backup {base.id} ended before {target.describe()}: the archive "
+        f"ends at {last[0]} (pushed {last[1]}); SELECT pg_switch_wal() on the primary and "
+        f"retry, or use --target latest {retry}"
+    )
 
 
 def _ensure_config_files(directory: Path) -> None:
@@ -765,6 +987,7 @@ def recover(
     port: int | None = None,
     keep_running: bool = False,
     timeout: float = 1800,
+    database: str = "postgres",
 ) -> dict[str, Any]:
     """Unpack a base backup into directory and recover with WAL from the archive up to target.
 
@@ -784,9 +1007,10 @@ def recover(
     cluster = LocalCluster(
         base=directory.parent,
         port=port or free_port(),
-        major=int(base.server_version.split(".")[0]),
+        major=_major(base),
         data=directory,
         scratch=False,
+        bindir=Path(settings.pg_bindir) if settings.pg_bindir else None,
         # Not persisted: the operator's own start of a recovered directory decides. The log
         # stays in cluster.logfile, where failures are read from.
         settings={"archive_mode": "off", "logging_collector": "off"},
@@ -801,7 +1025,7 @@ def recover(
         try:
             cluster.start(timeout=int(timeout))
         except DbtierError:
-            raise DbtierError(f"recovery failed: {_recovery_failure(cluster)}") from None
+            raise _failed(cluster, "recovery failed") from None
         replayed = _wait_promoted(cluster, timeout, directory)
     except BaseException:
         if cluster.is_running():
@@ -811,12 +1035,28 @@ def recover(
     if not keep_running:
         cluster.stop()
     log("pitr.done", port=cluster.port, recovered_to=replayed, seconds=round(elapsed, 1))
-    return {
+    result = {
         "restored": True,
         "port": cluster.port,
         "recovered_to": replayed,
         "seconds": round(elapsed, 1),
         "running": keep_running,
+    }
+    return {**result, **(_how_to_use(cluster, database) if keep_running else {})}
+
+
+def _how_to_use(cluster: LocalCluster, database: str) -> dict[str, str]:
+    """The commands that reach and stop the recovered server: its socket directory (local
+    peer auth), as the server's OS user."""
+    as_server = (
+        "" if os.geteuid() == pwd.getpwnam(SERVER_USER).pw_uid else f"sudo -u {SERVER_USER} "
+    )
+    psql = ["psql", "-h", str(cluster.sockdir), "-p", str(cluster.port), "-U", SERVER_USER]
+    stop = [cluster.program("pg_ctl"), "-D", str(cluster.datadir), "stop", "-m", "fast"]
+    return {
+        "socket_directory": str(cluster.sockdir),
+        "connect": as_server + shlex.join([*psql, "-d", database]),
+        "stop": as_server + shlex.join(stop),
     }
 
 
@@ -847,14 +1087,14 @@ def _wait_promoted(cluster: LocalCluster, timeout: float, datadir: Path) -> str 
     last_error = "no answer"
     while time.monotonic() < deadline:
         if not cluster.is_running():
-            raise DbtierError(f"recovery stopped: {_recovery_failure(cluster)}")
+            raise _failed(cluster, "recovery stopped")
         try:
             with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
                 in_recovery, replayed = conn.execute(
                     "SELECT pg_is_in_recovery(), pg_last_xact_replay_timestamp()"
                 ).fetchone()
                 if not in_recovery:
-                    return replayed.isoformat() if replayed else None
+                    return catalog.iso_precise(replayed) if replayed else None
         except psycopg.OperationalError as exc:
             last_error = db.reason(exc)
             if "authentication" in last_error or "pg_hba.conf" in last_error:
@@ -863,6 +1103,17 @@ def _wait_promoted(cluster: LocalCluster, timeout: float, datadir: Path) -> str 
     raise DbtierError(
         f"recovery did not finish within {timeout:g}s ({last_error}; log: {cluster.logfile})"
     )
+
+
+NOT_REACHED = "recovery ended before configured recovery target was reached"
+
+
+def _failed(cluster: LocalCluster, what: str) -> DbtierError:
+    """The server's FATAL line; TargetNotReached when the archive ended before the target."""
+    reason = _recovery_failure(cluster)
+    if NOT_REACHED in reason:
+        return TargetNotReached(f"{what}: {reason}")
+    return DbtierError(f"{what}: {reason}")
 
 
 def _recovery_failure(cluster: LocalCluster) -> str:
