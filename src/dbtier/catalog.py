@@ -31,6 +31,7 @@ VERIFY_NAME = "verify.json"
 REPOSITORY_INFO = "repository.json"
 KINDS = ("logical", "base", "safety")
 WAL_SEGMENT_RE = re.compile(r"^[0-9A-F]{24}$")
+HISTORY_RE = re.compile(r"^[0-9A-F]{8}\.history$")
 WAL_FILE_RE = re.compile(r"^([0-9A-F]{24}(\.partial|\.[0-9A-F]{8}\.backup)?|[0-9A-F]{8}\.history)$")
 WAL_SEGMENT_SIZE = 16 * 1024 * 1024
 _LSN_RE = re.compile(r"^[0-9A-F]{1,8}/[0-9A-F]{1,8}$")

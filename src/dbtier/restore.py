@@ -607,20 +607,67 @@ def parse_timeline(text: str) -> str:
     raise UsageError(f"bad timeline {text!r} (latest, current or a number such as 2)")
 
 
+def timeline_ancestry(store: Store, archived: list[str], timeline: str) -> tuple[int, dict]:
+    """The timeline recovery will follow (latest = the highest with a history file, as
+    PostgreSQL picks it) and its ancestors: {parent timeline: LSN where the child branched}."""
+    histories = sorted(int(n[:8], 16) for n in archived if catalog.HISTORY_RE.match(n))
+    if timeline == "latest":
+        wanted = max(histories, default=1)
+    elif timeline == "current":
+        return 0, {}  # each base backup's own timeline
+    else:
+        wanted = int(timeline)
+    if wanted not in histories:
+        return wanted, {}
+    from . import wal
+
+    ancestors = {}
+    text = wal.read_archived(store, f"{wanted:08X}.history").decode(errors="replace")
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[0].isdigit():
+            ancestors[int(fields[0])] = catalog.lsn_value(fields[1])
+    return wanted, ancestors
+
+
+def on_the_way(manifest: catalog.Manifest, wanted: int, ancestors: dict[int, int]) -> bool:
+    """Whether recovery from this base backup can follow the wanted timeline: the base is on
+    it, or on an ancestor and consistent before the wanted timeline branched off."""
+    base_tli = manifest.timeline or 1
+    if wanted == 0 or base_tli == wanted:
+        return True
+    branch = ancestors.get(base_tli)
+    return branch is not None and catalog.lsn_value(manifest.stop_lsn or "0/0") <= branch
+
+
 def choose_base(
-    store: Store, target: RecoveryTarget, base_id: str | None = None
+    store: Store, target: RecoveryTarget, base_id: str | None = None, timeline: str = "latest"
 ) -> catalog.Manifest:
     """base_id's base backup, checked; else the newest good one the target is reachable from
     (complete, not failed by its last verification: the same rule retention uses; an older
-    good one beats a newer bad one)."""
+    good one beats a newer bad one), on the way to the timeline recovery follows (after a
+    switch and a way back, the abandoned timeline's base backups lead nowhere)."""
     bases = catalog.list_backups(store.repo, store.provider, kind="base")
     if not bases:
         raise UsageError(
             f"no base backup in {store.describe()}: PITR needs one (dbtier backup base)"
         )
     archived = catalog.archived_wal(store.repo)
+    wanted, ancestors = timeline_ancestry(store, archived, timeline)
     if base_id is not None:
-        return _explicit_base(store, target, base_id, archived)
+        manifest = _explicit_base(store, target, base_id, archived)
+        if not on_the_way(manifest, wanted, ancestors):
+            raise UsageError(
+                f"base backup {manifest.id} (timeline {manifest.timeline}) cannot reach "
+                f"timeline {wanted}: pass another --base or --target-timeline"
+            )
+        return manifest
+    bases = [m for m in bases if on_the_way(m, wanted, ancestors)]
+    if not bases:
+        raise UsageError(
+            f"no base backup leads to timeline {wanted}: pass --target-timeline of one that "
+            "has base backups (dbtier backup list), or take one (dbtier backup base)"
+        )
     usable = [m for m in bases if target.reachable_from(m)]
     if not usable:
         raise UsageError(
@@ -805,7 +852,7 @@ def restore_pitr(
     timeline = parse_timeline(timeline)
     store = open_store(settings)
     repo, provider = store.repo, store.provider
-    base = choose_base(store, target, base_id)
+    base = choose_base(store, target, base_id, timeline)
     last = wal.last_archived(store)
     if last is None:
         raise UsageError(f"no WAL archived in {repo.describe()}: PITR impossible")
