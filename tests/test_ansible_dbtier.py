@@ -202,3 +202,53 @@ def test_scheduled_backup_copies_to_the_dr_repository(tmp_path, database):
     for repo in (primary, dr):
         found = catalog.list_backups(FileRepository(repo), provider)
         assert [m.id for m in found] == [result["backup_id"]], repo
+
+
+def test_every_host_lists_the_whole_tiers_schedule_for_status(tmp_path):
+    """dbtier.toml carries the schedule of every host in the play (from hostvars) and the status
+    settings; it stays valid TOML that dbtier accepts, self-managed and on RDS."""
+    run_role_config(tmp_path, inventory(SELF_MANAGED, dbtier_self_managed=True))
+    for host in ("db1", "ops2", "pgb1"):
+        path = tmp_path / host / "dbtier.toml"
+        rendered = tomllib.loads(path.read_text())
+        assert rendered["schedule"] == {
+            "backup_base": "30 1 * * * on db1, db2 (root)",
+            "backup_full": "0 2 * * * on db1, db2 (root)",
+            "verify_logical": "0 5 * * * on ops1 (root)",
+            "verify_base": "15 5 * * * on ops1 (root)",
+            "cleanup": "30 5 * * * on ops1 (root)",
+            "refresh_views": "20 * * * * on ops1 (root)",
+        }, host
+        settings = config.load(str(path))
+        assert settings.schedule == rendered["schedule"]
+        assert settings.wal_archiving is True
+        assert (settings.status_max_age_logical_hours, settings.status_max_wal_age_seconds) == (
+            25.0,
+            0,
+        )
+
+    rds = tmp_path / "rds"
+    run_role_config(
+        rds,
+        inventory(RDS, dbtier_self_managed=False, dbtier_status_max_age_logical_hours=49),
+        extra={
+            "dbtier_cron_schedule": {
+                "backup_base": {"minute": "30", "hour": "1"},
+                "backup_full": {"minute": "5", "hour": "*/6"},
+                "verify_logical": {"minute": "0", "hour": "5"},
+                "verify_base": {"minute": "15", "hour": "5"},
+                "cleanup": {"minute": "30", "hour": "5"},
+                "refresh_views": {"minute": "20", "hour": "*"},
+            }
+        },
+    )
+    settings = config.load(str(rds / "ops1" / "dbtier.toml"))
+    assert settings.wal_archiving is False
+    assert settings.status_max_age_logical_hours == 49.0
+    assert settings.schedule["backup_full"] == "5 */6 * * * on ops1 (root)"
+    assert "backup_base" not in settings.schedule and "verify_base" not in settings.schedule
+
+    quiet = tmp_path / "nocron"
+    run_role_config(quiet, inventory(RDS, dbtier_self_managed=False, dbtier_cron_enabled=False))
+    assert "[schedule]" not in (quiet / "ops1" / "dbtier.toml").read_text()
+    assert config.load(str(quiet / "ops1" / "dbtier.toml")).schedule == {}

@@ -443,13 +443,34 @@ def missing_wal(names: list[str], manifest: Manifest) -> list[str]:
     ]
 
 
-def is_good(repo: Repository, provider: KeyProvider, m: Manifest, archived: list[str]) -> bool:
-    """Complete (every object present at its size, a base's WAL start..stop archived) and not
-    failed by its last verification: what retention counts and PITR chooses."""
+def wal_gaps(names: list[str], manifest: Manifest) -> tuple[dict[int, list[str]], list[int]]:
+    """(archived segments by number, missing segment numbers) from the base backup's start to
+    the newest archived segment: by names only, nothing downloaded."""
+    size = manifest.wal_segment_size
+    have = segments_by_number(names, manifest.timeline or 1, size)
+    start = segment_number(manifest.start_wal_file or "", size)
+    last = max(have, default=start)
+    return have, [n for n in range(start, last + 1) if n not in have]
+
+
+def why_not_good(
+    repo: Repository, provider: KeyProvider, m: Manifest, archived: list[str]
+) -> str | None:
+    """None for a good backup: complete (every object present at its size, a base's WAL
+    start..stop archived) and not failed by its last verification; else why not."""
     for obj in m.objects:
         if repo.size(object_key(m.id, obj.key)) != obj.size:
-            return False
-    if m.kind == "base" and missing_wal(archived, m):
-        return False
+            return f"object {obj.key} is missing or has the wrong size"
+    if m.kind == "base" and (missing := missing_wal(archived, m)):
+        return f"it needs WAL {missing[0]}, which is not archived"
     verification = read_verification(repo, provider, m)
-    return verification is None or bool(verification.get("ok"))
+    if verification is not None and not verification.get("ok"):
+        return f"failed verification at {verification.get('verified_at')}: " + str(
+            verification.get("error") or "?"
+        )
+    return None
+
+
+def is_good(repo: Repository, provider: KeyProvider, m: Manifest, archived: list[str]) -> bool:
+    """What retention counts and PITR chooses (see why_not_good)."""
+    return why_not_good(repo, provider, m, archived) is None

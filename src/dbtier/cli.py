@@ -214,6 +214,7 @@ def _kv_text(data: dict[str, Any]) -> str:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     from . import backup, jobs, maintenance
+    from .status import human_age
 
     jobs.set_quiet(args.quiet)
     settings = _settings(args)
@@ -250,11 +251,13 @@ def cmd_backup(args: argparse.Namespace) -> int:
     else:
         rows = maintenance.list_all(settings)
         header = (
-            f"{'ID':<32} {'KIND':<8} {'STATUS':<7} {'DATABASE':<12} {'STOPPED AT':<21} {'SIZE':>11}"
+            f"{'ID':<32} {'KIND':<8} {'STATUS':<7} {'DATABASE':<12} {'STOPPED AT':<21} "
+            f"{'AGE':<14} {'SIZE':>11}"
         )
         text = [header] + [
             f"{r['id']:<32} {r['kind']:<8} {r['status']:<7} {r.get('database') or '-':<12} "
-            f"{r['stopped_at']:<21} {_human(r['size']) if r['size'] is not None else '-':>11}"
+            f"{r['stopped_at']:<21} {human_age(r['age_seconds']):<14} "
+            f"{_human(r['size']) if r['size'] is not None else '-':>11}"
             + (f"  {r['reason']}" if r.get("reason") else "")
             for r in rows
         ]
@@ -262,6 +265,16 @@ def cmd_backup(args: argparse.Namespace) -> int:
         return EXIT_OK
     _emit(args, result, _kv_text(result))
     return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from . import status, statustext
+
+    settings = _settings(args)
+    limits = status.Limits.of(settings, args.max_age_logical, args.max_age_base, args.max_wal_age)
+    report = status.collect(settings, limits)
+    _emit(args, report, statustext.render(report))
+    return int(report["exit_code"])
 
 
 def cmd_wal_push(args: argparse.Namespace) -> int:
@@ -341,8 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="dbtier",
         description="Operations tooling for the mockupAWS PostgreSQL tier.",
         epilog="Connection: --dsn URL, else $DATABASE_URL, else the PG* variables. "
-        "Exit codes: 0 ok, 1 failed, 2 bad input, 3 checksum drift, 4 lock timeout, "
-        "5 cannot connect, 143 stopped by SIGTERM.",
+        "Exit codes: 0 ok, 1 failed (status: needs attention), 2 bad input, 3 checksum drift, "
+        "4 lock timeout, 5 cannot connect, 143 stopped by SIGTERM.",
     )
     parser.add_argument("--version", action="version", version=f"dbtier {__version__}")
     output = argparse.ArgumentParser(add_help=False)
@@ -526,6 +539,8 @@ def _add_backup_parsers(
     )
     bk.set_defaults(func=cmd_backup)
 
+    _add_status_parser(sub, store)
+
     wp = sub.add_parser("wal-push", parents=[store], help="archive_command: archive one WAL file")
     wp.add_argument("path", help="%%p: path of the WAL file")
     wp.set_defaults(func=cmd_wal_push)
@@ -535,6 +550,48 @@ def _add_backup_parsers(
     wf.set_defaults(func=cmd_wal_fetch)
 
     _add_restore_parsers(sub, output, aws, repo, store)
+
+
+STATUS_EPILOG = (
+    "Exit codes (a health check): 0 healthy; 1 something needs attention (each problem is "
+    "listed with what to do: a backup older than its limit or missing, the newest backup not "
+    "good, WAL archiving failing or stale, archive_mode off, a WAL gap in the PITR window, an "
+    "unreadable repository); 5 the database cannot be reached (the repository side is still "
+    "reported); 2 bad settings. Limits: the flags, else $DBTIER_STATUS_*, else status_* in "
+    "dbtier.toml, else 25 h, 25 h and 2 x archive_timeout + 60 s."
+)
+
+
+def _add_status_parser(sub: Any, store: argparse.ArgumentParser) -> None:
+    st = sub.add_parser(
+        "status",
+        parents=[store],
+        help="is it backed up? backups, WAL archive, PITR window, schedule (exit 0 healthy)",
+        description="The on-call's first command: the newest good backup of each kind, the WAL "
+        "archive (pg_stat_archiver), the recoverable PITR window, the schedule, this host's job "
+        "metrics, and the problems among them.",
+        epilog=STATUS_EPILOG,
+    )
+    st.add_argument(
+        "--max-age-logical",
+        type=float,
+        metavar="HOURS",
+        help="newest good logical backup older than this is a problem (default 25)",
+    )
+    st.add_argument(
+        "--max-age-base",
+        type=float,
+        metavar="HOURS",
+        help="newest good base backup older than this is a problem (default 25)",
+    )
+    st.add_argument(
+        "--max-wal-age",
+        type=float,
+        metavar="SECONDS",
+        help="newest archived WAL older than this is a problem while the server writes WAL "
+        "(default 2 x archive_timeout + 60)",
+    )
+    st.set_defaults(func=cmd_status)
 
 
 RESTORE_MODES = {

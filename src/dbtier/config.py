@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +38,16 @@ ENVIRONMENT = {
     "DBTIER_KMS_REGION": "kms_region",
     "BACKUP_LOCK_WAIT_TIMEOUT": "lock_wait_timeout",
     "DBTIER_PG_BINDIR": "pg_bindir",
+    "DBTIER_WAL_ARCHIVING": "wal_archiving",
+    "DBTIER_STATUS_MAX_AGE_LOGICAL_HOURS": "status_max_age_logical_hours",
+    "DBTIER_STATUS_MAX_AGE_BASE_HOURS": "status_max_age_base_hours",
+    "DBTIER_STATUS_MAX_WAL_AGE_SECONDS": "status_max_wal_age_seconds",
 }
 
 # Tables of dbtier.toml whose keys are settings too (an older layout grouped them).
 SECTIONS = ("backup", "database")
+# Settings whose value is itself a table (string -> string).
+TABLES = ("schedule",)
 
 
 @dataclass
@@ -68,6 +74,17 @@ class Settings:
     command: str | None = None
     # pg_dump --lock-wait-timeout: fail instead of queueing behind an exclusive lock forever.
     lock_wait_timeout: str = "60s"
+    # Self-managed PostgreSQL: base backups, WAL archiving and PITR exist (false on RDS, where
+    # AWS does them; `dbtier status` then skips those checks).
+    wal_archiving: bool = True
+    # `dbtier status` thresholds: the newest good backup of a kind older than this is a problem.
+    status_max_age_logical_hours: float = 25.0
+    status_max_age_base_hours: float = 25.0
+    # Newest archived WAL older than this is a problem (0 = 2 x archive_timeout + 60 s).
+    status_max_wal_age_seconds: int = 0
+    # The tier's scheduled jobs (job -> "30 1 * * * on db1 (postgres)"), written by roles/dbtier
+    # from every host of the play, so that `dbtier status` on any host shows all of them.
+    schedule: dict[str, str] = field(default_factory=dict)
 
     def history(self) -> str | None:
         """Where a job's backup_history row goes: history_dsn, else the database itself ("" is
@@ -89,13 +106,33 @@ def first_env(*names: str) -> str | None:
     return None
 
 
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
 def _coerce(name: str, value: Any) -> Any:
-    kind = {f.name: f.type for f in fields(Settings)}[name]
-    if "int" in str(kind) and not isinstance(value, int):
+    kind = str({f.name: f.type for f in fields(Settings)}[name])
+    if kind == "bool":
+        text = str(value).strip().lower()
+        if isinstance(value, bool) or text in _TRUE + _FALSE:
+            return value if isinstance(value, bool) else text in _TRUE
+        raise UsageError(f"setting {name} must be true or false (got {value!r})")
+    if kind.startswith("dict"):
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise UsageError(f"setting {name} must be a table of strings (got {value!r})")
+        return value
+    if kind == "float":
+        number, what = float, "a number"
+    elif "int" in kind:
+        number, what = int, "an integer"
+    else:
+        return value
+    if isinstance(value, bool):
+        raise UsageError(f"setting {name} must be {what} (got {value!r})")
+    if not isinstance(value, number):
         try:
-            return int(value)
+            return number(value)
         except (TypeError, ValueError):
-            raise UsageError(f"setting {name} must be an integer (got {value!r})") from None
+            raise UsageError(f"setting {name} must be {what} (got {value!r})") from None
     return value
 
 
@@ -116,7 +153,7 @@ def _from_file(path: Path) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for section_name, section in [("", data)] + [(n, data.get(n, {})) for n in SECTIONS]:
         for key, value in section.items():
-            if isinstance(value, dict):
+            if isinstance(value, dict) and not (key in TABLES and not section_name):
                 if section_name or key not in SECTIONS:
                     raise _unknown(f"{section_name}.{key}".lstrip("."), SECTIONS, path)
             elif key in known:

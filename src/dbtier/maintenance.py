@@ -59,6 +59,10 @@ def list_all(settings: Settings) -> list[dict[str, Any]]:
             }
         )
     rows.sort(key=lambda r: (r["stopped_at"] or "", r["id"]))
+    now = catalog.now_utc()
+    for r in rows:
+        stopped = catalog.parse_time(r["stopped_at"]) if r["stopped_at"] else None
+        r["age_seconds"] = int((now - stopped).total_seconds()) if stopped else None
     return rows
 
 
@@ -174,10 +178,9 @@ def verify_wal(store: Store, manifest: catalog.Manifest) -> dict[str, Any]:
             f"archived ({len(missing)} segment(s) missing)"
         )
     size = manifest.wal_segment_size
-    have = catalog.segments_by_number(names, manifest.timeline or 1, size)
+    have, gaps = catalog.wal_gaps(names, manifest)
     start = catalog.segment_number(manifest.start_wal_file or "", size)
     last = max(have)
-    gaps = [n for n in range(start, last + 1) if n not in have]
     if gaps:
         before = max(n for n in have if n < gaps[0])
         first = catalog.segment_name(manifest.timeline or 1, gaps[0], size)

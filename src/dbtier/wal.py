@@ -309,6 +309,12 @@ def _fetch_once(store: Store, name: str, dest: Path) -> int:
     return 0
 
 
+def pushed_at(store: Store, name: str) -> str | None:
+    """When an archived WAL file was pushed (its authenticated header), None if not archived."""
+    header = _existing(store, name)
+    return None if header is None else str(header["pushed_at"])
+
+
 def last_archived(store: Store) -> tuple[str, str] | None:
     """(name, pushed_at) of the newest archived WAL segment (highest timeline, then number)."""
     names = [n for n in catalog.archived_wal(store.repo) if catalog.WAL_SEGMENT_RE.match(n)]
