@@ -27,7 +27,14 @@ from . import backup, catalog, db
 from .config import Settings
 from .errors import DbtierError, UsageError
 from .jobs import Job, log, run_job
-from .pgcluster import SERVER_USER, LocalCluster, chown_to_server_user, free_port, private_dir
+from .pgcluster import (
+    SERVER_USER,
+    LocalCluster,
+    chown_to_server_user,
+    free_port,
+    private_dir,
+    server_identity,
+)
 from .pgtools import Child, last_line, program, split_password
 from .pipeline import download_decrypted
 from .repository import Repository
@@ -849,7 +856,10 @@ def _wait_promoted(cluster: LocalCluster, timeout: float, datadir: Path) -> str 
         if not cluster.is_running():
             raise DbtierError(f"recovery stopped: {_recovery_failure(cluster)}")
         try:
-            with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+            with (
+                server_identity(),
+                psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn,
+            ):
                 in_recovery, replayed = conn.execute(
                     "SELECT pg_is_in_recovery(), pg_last_xact_replay_timestamp()"
                 ).fetchone()

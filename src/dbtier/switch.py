@@ -49,7 +49,7 @@ from . import catalog, db
 from .config import Settings
 from .errors import DbtierError, UsageError
 from .jobs import History, Job, log, run_job
-from .pgcluster import SERVER_USER, pg_bindir
+from .pgcluster import SERVER_USER, pg_bindir, server_identity
 from .pgtools import Child, last_line
 
 STEPS = (
@@ -205,24 +205,6 @@ def running_pid(datadir: Path) -> int | None:
     except OSError:
         return None
     return pid if Path(exe).name in ("postgres", "postmaster") else None
-
-
-@contextmanager
-def server_identity() -> Iterator[None]:
-    """Act as the postgres OS user (effective ids) while connecting: the database host's
-    pg_hba.conf lets postgres in by peer authentication, root not at all."""
-    if os.geteuid() != 0:
-        yield
-        return
-    entry = pwd.getpwnam(SERVER_USER)
-    egid = os.getegid()
-    os.setegid(entry.pw_gid)
-    os.seteuid(entry.pw_uid)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
-        os.setegid(egid)
 
 
 class ServerHistory(History):
@@ -733,6 +715,10 @@ def _clear_recovery(ctx: Context) -> None:
     log("switch.clear_recovery", removed="; ".join(removed) or "nothing")
 
 
+def _child_error(text: str | None, returncode: int) -> str:
+    return last_line(text, returncode).removeprefix("dbtier: error: ")
+
+
 def _server_child(ctx: Context, *args: str) -> subprocess.CompletedProcess[str]:
     cmd = _as_server([*server_dbtier(ctx.settings), *args])
     return _run(cmd, env={**os.environ, **_server_env(ctx.settings, ctx.config)}, cwd="/")
@@ -759,7 +745,7 @@ def _archive(ctx: Context) -> None:
         proc = _server_child(ctx, "wal-push", "--quiet", str(path))
         if proc.returncode != 0:
             raise DbtierError(
-                f"archiving {path.name} failed: {last_line(proc.stderr, proc.returncode)}"
+                f"archiving {path.name} failed: {_child_error(proc.stderr, proc.returncode)}"
             )
         log("switch.archive", file=path.name)
 
@@ -838,7 +824,8 @@ def _base_backup(ctx: Context) -> None:
     finally:
         child.kill()
     if rc != 0:
-        raise DbtierError(f"base backup failed: {child.error_line()}")
+        reason = child.error_line().removeprefix("dbtier: error: ")
+        raise DbtierError(f"base backup failed: {reason}")
     try:
         backup_id = json.loads(out)["backup_id"]
     except (json.JSONDecodeError, KeyError, TypeError):
@@ -911,13 +898,13 @@ def switch(
             state = _fresh_state(live, directory)
         else:
             _resume_state(live, directory, state)
-        plan = _plan(live, directory, state, base_backup)
         if dry_run:
-            return {"dry_run": True, **plan}
-        print(_plan_text(plan, resumed), file=sys.stderr, flush=True)
+            return {"dry_run": True, **_plan(live, directory, state, base_backup)}
         if "preflight" not in state["done"]:
             state["done"].append("preflight")
             _save_state(live, state)
+        plan = _plan(live, directory, state, base_backup)
+        print(_plan_text(plan, resumed), file=sys.stderr, flush=True)
         log("switch.preflight", data_dir=str(directory), cluster=live.spec, resumed=resumed)
         ctx = Context(settings, live, directory, state, config, quiet)
         return _execute(ctx, base_backup)
