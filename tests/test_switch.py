@@ -88,14 +88,15 @@ class Debian:
 
     def drop(self) -> None:
         subprocess.run(["pg_dropcluster", "--stop", "15", self.name], capture_output=True)
-        for path in [*self.asides(), self.scratch, self.pgdata]:
+        # pg_dropcluster keeps a conf.d with a file it does not know (swtest.conf)
+        for path in [*self.asides(), self.scratch, self.pgdata, self.confdir]:
             shutil.rmtree(path, ignore_errors=True)
         for path in self.pgdata.parent.glob(f".dbtier-switch-15-{self.name}.*"):
             path.unlink()
 
 
 @pytest.fixture
-def debian(store: dict) -> Iterator[Debian]:  # noqa: F811
+def debian(store: dict) -> Iterator[Debian]:
     cluster = Debian(store)
     try:
         cluster.create()
