@@ -357,3 +357,17 @@ def test_placeholders_are_what_restore_writes(tmp_path: Path) -> None:
     restore._ensure_config_files(tmp_path)
     for name, text in switch.PLACEHOLDERS.items():
         assert (tmp_path / name).read_text() == text, name
+
+
+def test_pitr_with_switch_is_refused_up_front(store: dict) -> None:
+    """Before an hour of recovery: --keep-running contradicts --switch, and only root may."""
+    pitr = ["restore", "pitr", "--target-time", "2026-01-01 00:00:00+00", "--switch"]
+    datadir = ["--data-dir", f"{store['base']}/never"]
+    kept = cli(store, *pitr, *datadir, "--keep-running")
+    assert kept.returncode == 2 and "drop --keep-running" in error_line(kept)
+    as_postgres = cli_as_server(store, *pitr, *datadir)
+    assert as_postgres.returncode == 2
+    assert "must run as root" in error_line(as_postgres)
+    assert "sudo env DBTIER_CONFIG=" in error_line(as_postgres)
+    assert "restore pitr --target-time '2026-01-01 00:00:00+00' --switch" in error_line(as_postgres)
+    assert not Path(datadir[1]).exists()
