@@ -192,8 +192,9 @@ def _timeline(control: dict[str, str]) -> int:
 
 
 def running_pid(datadir: Path) -> int | None:
-    """The pid of the postmaster running on datadir, None when none runs (a stale
-    postmaster.pid of a crashed server names a dead or unrelated process)."""
+    """The pid of the postmaster running on datadir, None when none runs. Errs on the safe side:
+    a live pid in postmaster.pid counts as running unless its process is visibly not PostgreSQL
+    (/proc/<pid>/exe is not readable in a container without CAP_SYS_PTRACE; comm is)."""
     try:
         first = (datadir / "postmaster.pid").read_text().splitlines()[0]
         pid = int(first.strip())
@@ -201,10 +202,15 @@ def running_pid(datadir: Path) -> int | None:
         return None
     try:
         os.kill(pid, 0)
-        exe = os.readlink(f"/proc/{pid}/exe")
-    except OSError:
+    except ProcessLookupError:
         return None
-    return pid if Path(exe).name in ("postgres", "postmaster") else None
+    except PermissionError:
+        return pid  # alive, another user's: running
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return pid
+    return pid if comm in ("postgres", "postmaster") else None
 
 
 class ServerHistory(History):
@@ -592,13 +598,20 @@ class Context:
         return int(self.state["timeline"])
 
 
+def _unit_active(live: LiveCluster) -> bool:
+    if not Path("/run/systemd/system").is_dir():
+        return False
+    proc = _run(["systemctl", "is-active", "--quiet", live.unit])
+    return proc.returncode == 0
+
+
 def _stop(ctx: Context) -> None:
     live = ctx.live
     if not live.pgdata.exists():
         log("switch.stop", state="moved already")
         return
     pid = running_pid(live.pgdata)
-    if pid is not None:
+    if pid is not None or _unit_active(live):
         proc = _run(live.command("stop"))
         if proc.returncode != 0:
             reason = last_line(proc.stderr or proc.stdout, proc.returncode)
@@ -606,7 +619,7 @@ def _stop(ctx: Context) -> None:
         deadline = time.monotonic() + 60
         while running_pid(live.pgdata) is not None and time.monotonic() < deadline:
             time.sleep(0.5)
-        if running_pid(live.pgdata) is not None:
+        if running_pid(live.pgdata) is not None or _unit_active(live):
             raise DbtierError(f"{live.spec} still runs after '{shlex.join(live.command('stop'))}'")
     state = control_data(live.version, live.pgdata).get("Database cluster state")
     if state != "shut down":
@@ -621,7 +634,7 @@ def _move_aside(ctx: Context) -> None:
         return
     if aside.exists():
         raise DbtierError(f"both {pgdata} and {aside} exist: inspect them by hand")
-    if running_pid(pgdata) is not None:
+    if running_pid(pgdata) is not None or _unit_active(ctx.live):
         stop = shlex.join(ctx.live.command("stop"))
         raise DbtierError(f"{ctx.live.spec} runs again: stop it ({stop})")
     os.rename(pgdata, aside)
