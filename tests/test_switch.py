@@ -371,3 +371,14 @@ def test_pitr_with_switch_is_refused_up_front(store: dict) -> None:
     assert "sudo env DBTIER_CONFIG=" in error_line(as_postgres)
     assert "restore pitr --target-time '2026-01-01 00:00:00+00' --switch" in error_line(as_postgres)
     assert not Path(datadir[1]).exists()
+
+
+def test_running_pid_errs_on_the_safe_side(tmp_path: Path) -> None:
+    pidfile = tmp_path / "postmaster.pid"
+    assert switch.running_pid(tmp_path) is None  # no postmaster.pid
+    pidfile.write_text(f"{os.getpid()}\n{tmp_path}\n")
+    assert switch.running_pid(tmp_path) is None  # alive, but not PostgreSQL (a reused pid)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    pidfile.write_text(f"{dead.pid}\n")
+    assert switch.running_pid(tmp_path) is None
