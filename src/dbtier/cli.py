@@ -293,7 +293,7 @@ def cmd_wal_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from . import jobs, restore
+    from . import jobs, restore, switch
 
     jobs.set_quiet(args.quiet)
     settings = _settings(args)
@@ -306,7 +306,19 @@ def cmd_restore(args: argparse.Namespace) -> int:
             wait=not args.no_wait,
             dry_run=args.dry_run,
         )
+    elif args.mode == "switch":
+        result = switch.switch(
+            settings,
+            args.data_dir,
+            cluster=args.cluster,
+            dry_run=args.dry_run,
+            base_backup=not args.no_base_backup,
+            config=args.config,
+            quiet=args.quiet,
+        )
     elif args.mode == "pitr":
+        if args.switch:  # before recovering for an hour: can the switch follow at all?
+            switch.precheck(args.data_dir, cluster=args.cluster, keep_running=args.keep_running)
         result = restore.restore_pitr(
             settings,
             restore.pitr_target(args.target_time, args.target, args.target_name, args.target_lsn),
@@ -317,6 +329,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
             keep_running=args.keep_running,
             dry_run=args.dry_run,
         )
+        if args.switch:
+            result = switch.after_pitr(settings, result, args)
     else:
         result = restore.restore_logical(
             settings,
@@ -598,6 +612,7 @@ RESTORE_MODES = {
     "logical": "restore a dump (pg_restore) into a database, swapped in when validated",
     "pitr": "point-in-time recovery of a base backup + WAL into a new data directory",
     "rds": "RDS point-in-time restore to a new instance",
+    "switch": "put a PITR-recovered data directory into service in place of the live cluster",
 }
 
 
@@ -698,6 +713,22 @@ def _add_restore_parsers(
         "--keep-running", action="store_true", help="leave the recovered server running"
     )
     pt.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    pt.add_argument(
+        "--switch",
+        action="store_true",
+        help="then put the recovered cluster into service (as root; see restore switch)",
+    )
+    _switch_options(pt)
+
+    sw = rs_sub.add_parser("switch", parents=[output, repo], help=RESTORE_MODES["switch"])
+    sw.add_argument(
+        "--data-dir",
+        required=True,
+        type=_nonempty("a directory", "/var/lib/postgresql/15/pitr"),
+        help="the data directory restore pitr recovered into (promoted, stopped)",
+    )
+    sw.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    _switch_options(sw)
 
     rd = rs_sub.add_parser("rds", parents=[output, aws], help=RESTORE_MODES["rds"])
     rd.add_argument("--rds-instance", required=True, help="source DB instance identifier")
@@ -709,8 +740,21 @@ def _add_restore_parsers(
     )
     rd.add_argument("--no-wait", action="store_true", help="do not wait until available")
     rd.add_argument("--dry-run", action="store_true", help="print the request, change nothing")
-    for mode in (lg, pt, rd):
+    for mode in (lg, pt, rd, sw):
         mode.set_defaults(func=cmd_restore)
+
+
+def _switch_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cluster",
+        default="15/main",
+        help="the Debian cluster to switch, <version>/<name> (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--no-base-backup",
+        action="store_true",
+        help="no dbtier backup base after the switch (take one soon: a new timeline)",
+    )
 
 
 def _terminate(signum: int, _frame: Any) -> None:

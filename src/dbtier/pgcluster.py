@@ -12,6 +12,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +83,25 @@ def chown_to_server_user(path: Path) -> None:
     if os.geteuid() == 0:
         entry = pwd.getpwnam(SERVER_USER)
         os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+@contextmanager
+def server_identity() -> Iterator[None]:
+    """Act as the server's OS user (effective uid and gid) while connecting through a Unix
+    socket: peer authentication lets `postgres` in, root not (Debian's pg_hba.conf, and the one
+    restore gives a recovered Debian cluster). No-op unless we are root."""
+    if os.geteuid() != 0:
+        yield
+        return
+    entry = pwd.getpwnam(SERVER_USER)
+    egid = os.getegid()
+    os.setegid(entry.pw_gid)
+    os.seteuid(entry.pw_uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(egid)
 
 
 def private_dir(path: Path) -> Path:

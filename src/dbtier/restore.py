@@ -35,6 +35,7 @@ from .pgcluster import (
     free_port,
     private_dir,
     require_server,
+    server_identity,
 )
 from .pgtools import Child, last_line, program, split_password
 from .pipeline import download_decrypted
@@ -1136,7 +1137,10 @@ def _wait_promoted(cluster: LocalCluster, timeout: float, datadir: Path) -> str 
         if not cluster.is_running():
             raise _failed(cluster, "recovery stopped")
         try:
-            with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+            with (
+                server_identity(),
+                psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn,
+            ):
                 in_recovery, replayed = conn.execute(
                     "SELECT pg_is_in_recovery(), pg_last_xact_replay_timestamp()"
                 ).fetchone()
