@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from . import __version__, db
 
@@ -91,12 +92,24 @@ class History:
     def __init__(self, dsn: str | None) -> None:
         self.dsn = dsn
 
+    def _connect(self) -> Any:
+        """A connection for the row. Root on a database host (restore pitr, the switch) reaches
+        the server through its socket, where peer authentication admits postgres, not root:
+        connect as the server's OS user there."""
+        from .pgcluster import server_identity
+
+        host = conninfo_to_dict(self.dsn or "").get("host") or os.environ.get("PGHOST", "")
+        if os.geteuid() == 0 and str(host).startswith("/"):
+            with server_identity():
+                return db.connect(self.dsn, autocommit=True)
+        return db.connect(self.dsn, autocommit=True)
+
     def _exec(self, query: str, params: dict[str, Any], fallback: str | None = None) -> None:
         """Run query; when it touched no row, run fallback (a finish without a start row)."""
         if self.dsn is None:  # "" is a DSN (the PG* variables); None means no history
             return
         try:
-            with db.connect(self.dsn, autocommit=True) as conn:
+            with self._connect() as conn:
                 if conn.execute("SELECT to_regclass('public.backup_history')").fetchone()[0]:
                     cursor = conn.execute(query, params)
                     if fallback and cursor.rowcount == 0:
@@ -127,7 +140,7 @@ class History:
         if self.dsn is None:
             return
         try:
-            with db.connect(self.dsn, autocommit=True) as conn:
+            with self._connect() as conn:
                 if not conn.execute("SELECT to_regclass('public.backup_history')").fetchone()[0]:
                     return
                 rows = conn.execute(

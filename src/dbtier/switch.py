@@ -612,6 +612,7 @@ def _stop(ctx: Context) -> None:
         return
     pid = running_pid(live.pgdata)
     if pid is not None or _unit_active(live):
+        _archive_current_wal(live)
         proc = _run(live.command("stop"))
         if proc.returncode != 0:
             reason = last_line(proc.stderr or proc.stdout, proc.returncode)
@@ -625,6 +626,31 @@ def _stop(ctx: Context) -> None:
     if state != "shut down":
         log("switch.unclean", "warning", state=state, detail="its last WAL may not be archived")
     log("switch.stop", cluster=live.spec, was_running=pid is not None, state=state)
+
+
+def _archive_current_wal(live: LiveCluster, timeout: float = 60) -> None:
+    """Close the live cluster's current WAL segment and wait until it is archived, so that the
+    old timeline is in the archive up to the switch: the way back is then a PITR of that
+    timeline to its end (--target latest --target-timeline N). Best effort: a cluster that
+    cannot archive is still switched (its set-aside directory has every byte)."""
+    try:
+        with server_identity(), db.connect(live.dsn(), autocommit=True) as conn:
+            if conn.execute("SELECT current_setting('archive_mode') = 'off'").fetchone()[0]:
+                return
+            segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                last = conn.execute(
+                    "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver"
+                ).fetchone()[0]
+                if last[:24] >= segment:
+                    log("switch.wal_archived", segment=segment)
+                    return
+                time.sleep(0.5)
+    except (DbtierError, psycopg.Error) as exc:
+        log("switch.wal_not_archived", "warning", reason=db.first_line(exc))
+        return
+    log("switch.wal_not_archived", "warning", segment=segment, waited=timeout)
 
 
 def _move_aside(ctx: Context) -> None:

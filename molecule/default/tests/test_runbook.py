@@ -145,6 +145,18 @@ def test_the_whole_cluster_switch_and_status_afterwards():
     run_block("status")
 
 
+def test_the_way_back_recovers_the_old_timeline_to_its_end():
+    run_block("way-back")
+    assert DB.service("postgresql@15-main").is_running
+    # 'after' was committed on timeline 1 before the first switch stopped it: back in service
+    assert sql("SELECT string_agg(label, ',' ORDER BY label DESC) FROM runbook_marks") == (
+        "before,after"
+    )
+    assert sql("SELECT pg_is_in_recovery()") == "f"
+    archive_now()
+    run_block("status")
+
+
 def test_the_schedule_as_cron_has_it():
     cron = run_block("crontab").stdout
     assert "dbtier-job backup base" in cron and "dbtier-job backup full" in cron
