@@ -79,3 +79,7 @@ Backup drill
   RTO (measured)       ${rto} s  (unpack base backup, replay WAL, promote)
   RPO (measured)       ${rpo} s  (age of the newest archived WAL; archive_timeout = $timeout)
 EOF
+
+echo
+say "drill: dbtier-job status on ops1 (exit 0 = fresh backups and a working WAL archive)"
+job_ops status || say "status: needs attention (exit $?), see the PROBLEMS above"

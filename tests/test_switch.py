@@ -278,6 +278,23 @@ def test_switch_puts_the_recovered_cluster_into_service(debian: Debian) -> None:
     assert again.returncode == 2 and "switched into" in error_line(again)
     assert target is not None
 
+    # The way back (docs/BACKUP-RESTORE.md): the switch archived timeline 1 up to its stop, so
+    # recovering timeline 1 to its end brings batch B back; what timeline 2 wrote (C) stays in
+    # its own set-aside directory. Timeline 2's base backup leads nowhere on timeline 1.
+    with psycopg.connect(debian.tcp(), autocommit=True) as conn:
+        conn.execute("INSERT INTO events SELECT g, 'C' FROM generate_series(151, 160) g")
+    back = cli(debian.store, "restore", "pitr", "--target", "latest", "--target-timeline", "1",
+               "--data-dir", str(debian.pitr), "--cluster", debian.spec, "--switch", "--json",
+               dsn=debian.socket_dsn())  # fmt: skip
+    assert back.returncode == 0, back.stderr
+    way_back = json.loads(back.stdout)
+    assert way_back["base_backup"] == bases[0]["id"]  # timeline 1's, not the newer one
+    assert way_back["switch_timeline"] == 3
+    with psycopg.connect(debian.tcp(), autocommit=True) as conn:
+        batches = dict(conn.execute("SELECT batch, count(*) FROM events GROUP BY 1").fetchall())
+    assert batches == {"A": 100, "B": 50}
+    assert len(debian.asides()) == 2  # both earlier clusters kept
+
 
 def test_a_failed_switch_resumes_where_it_stopped(debian: Debian) -> None:
     recovered(debian)

@@ -213,14 +213,6 @@ def running_pid(datadir: Path) -> int | None:
     return pid if comm in ("postgres", "postmaster") else None
 
 
-class ServerHistory(History):
-    """backup_history as the postgres OS user (peer authentication on the database host)."""
-
-    def _exec(self, query: str, params: dict[str, Any], fallback: str | None = None) -> None:
-        with server_identity():
-            super()._exec(query, params, fallback)
-
-
 def server_dbtier(settings: Settings) -> list[str]:
     """dbtier as the postgres OS user runs it (settings.command, else this program's path)."""
     if settings.command:
@@ -964,7 +956,7 @@ def _execute(ctx: Context, base_backup: bool) -> dict[str, Any]:
         record_start=False,  # the row goes to the database in service at the end
     )
     job.set(location=str(live.pgdata), timeline=ctx.timeline)
-    history = ServerHistory(ctx.settings.history())
+    history = History(ctx.settings.history())  # as postgres over the socket when root
     step = "preflight"
     with run_job(job, history_dsn=None, metrics_dir=ctx.settings.metrics_dir):
         try:
