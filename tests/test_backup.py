@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -272,8 +273,9 @@ def test_wal_push_is_idempotent_and_refuses_different_content(store: dict) -> No
 # ------------------------------------------------------------------------------ PITR
 
 
-@pytest.fixture
-def archiving_cluster(store: dict) -> Iterator[LocalCluster]:
+@contextmanager
+def archiving(store: dict, **extra: str) -> Iterator[LocalCluster]:
+    """A cluster whose archive_command is dbtier wal-push into the store's repository."""
     base = shared_dir("dbtier-pitr-")
     command = f"DBTIER_CONFIG={store['config']} {SERVER_DBTIER} wal-push --quiet %p"
     cluster = LocalCluster(
@@ -283,6 +285,7 @@ def archiving_cluster(store: dict) -> Iterator[LocalCluster]:
             "archive_mode": "on",
             "archive_command": f"'{command}'",
             "max_wal_senders": "4",
+            **extra,
         },
     )
     cluster.init()
@@ -294,6 +297,12 @@ def archiving_cluster(store: dict) -> Iterator[LocalCluster]:
     finally:
         cluster.destroy()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def archiving_cluster(store: dict) -> Iterator[LocalCluster]:
+    with archiving(store) as cluster:
+        yield cluster
 
 
 def switch_wal(dsn: str) -> str:

@@ -20,8 +20,9 @@ import pytest
 from dbtier import catalog
 from dbtier.pgcluster import LocalCluster
 
-from .conftest import SERVER_DBTIER, run_dbtier
+from .conftest import run_dbtier
 from .test_backup import (  # noqa: F401 (store is a fixture)
+    archiving,
     catalog_repo,
     cli,
     cli_as_server,
@@ -37,27 +38,8 @@ from .test_backup import (  # noqa: F401 (store is a fixture)
 @pytest.fixture
 def quiet_cluster(store: dict) -> Iterator[LocalCluster]:
     """An archiving cluster where nothing commits unless the test does (no autovacuum)."""
-    base = shared_dir("dbtier-pitr-")
-    command = f"DBTIER_CONFIG={store['config']} {SERVER_DBTIER} wal-push --quiet %p"
-    cluster = LocalCluster(
-        base=base,
-        settings={
-            "wal_level": "replica",
-            "archive_mode": "on",
-            "archive_command": f"'{command}'",
-            "max_wal_senders": "4",
-            "autovacuum": "off",
-        },
-    )
-    cluster.init()
-    hba = cluster.datadir / "pg_hba.conf"
-    hba.write_text(hba.read_text() + "\nhost replication all 127.0.0.1/32 trust\n")
-    cluster.start()
-    try:
+    with archiving(store, autovacuum="off") as cluster:
         yield cluster
-    finally:
-        cluster.destroy()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def sql(dsn: str, statement: str) -> object:
