@@ -1225,3 +1225,22 @@ def test_every_job_records_a_history_row_when_the_database_comes_from_pg_variabl
     # The dump caught its own backup's row while it ran: the restore settles it from the
     # manifest (a 'running' row would be reaped as failed), then adds its own row.
     assert restored == [("logical", "completed"), ("restore", "completed")]
+
+
+def test_messages_that_quote_sql_work_with_the_hosts_psycopg() -> None:
+    """Hosts run dbtier on Debian's python3-psycopg (3.1), not this venv's: what builds the
+    operator's commands must work there too (3.1 cannot quote an identifier without a
+    connection)."""
+    code = (
+        "from dbtier.restore import _drop_command; "
+        "print(_drop_command('host=/var/run/postgresql dbname=postgres', 'my\"db__new_1'))"
+    )
+    proc = subprocess.run(
+        ["/usr/bin/python3", "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith("""-c 'DROP DATABASE "my""db__new_1"'""")

@@ -50,7 +50,12 @@ def test_the_marker_parser_reads_what_the_docs_write(tmp_path) -> None:
     )
     from .support.runbook import shell_blocks as parse
 
-    one, unmarked, rds = parse(page)
+    page.write_text(
+        page.read_text() + "1. in a list:\n\n   <!-- run: ops1 as dbtier; id=two -->\n"
+        "   ```sh\n   dbtier-job status\n   ```\n"
+    )
+    one, unmarked, rds, two = parse(page)
+    assert (two.id, two.text) == ("two", "dbtier-job status")
     assert (one.host, one.user, one.id, one.expect) == ("db1", "postgres", "one", 1)
     assert "TARGET='x'" not in one.script({"TARGET": "2026-11-30 03:00:00+00"})
     assert "TARGET='2026-11-30 03:00:00+00'" in one.script({"TARGET": "2026-11-30 03:00:00+00"})

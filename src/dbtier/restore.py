@@ -186,7 +186,8 @@ class SwapNames:
 def _drop_command(admin_dsn: str, database: str) -> str:
     """The exact command an operator runs to drop a database dbtier left behind."""
     bare, _ = split_password(admin_dsn)
-    statement = sql.SQL("DROP DATABASE {}").format(sql.Identifier(database)).as_string(None)
+    # By hand: Debian's psycopg 3.1 (the hosts' python3-psycopg) quotes only with a connection.
+    statement = 'DROP DATABASE "{}"'.format(database.replace('"', '""'))
     return f"psql -X -d {shlex.quote(bare)} -c {shlex.quote(statement)}"
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 MARKER = re.compile(r"<!--\s*(run|not run):\s*(.*?)\s*-->")
-FENCE = re.compile(r"^```(\w*)\s*$")
+FENCE = re.compile(r"^(\s*)```(\w*)\s*$")
 ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?([A-Z][A-Z0-9_]*)=")
 
 
@@ -93,15 +93,15 @@ def blocks(path: Path) -> list[Block]:
             spec, options = _parse_marker(marker.group(1), marker.group(2))
             pending = (marker.group(1), spec, options)
         elif fence:
-            start = index
+            start, indent = index, len(fence.group(1))
             index += 1
             body = []
-            while index < len(lines) and not lines[index].startswith("```"):
-                body.append(lines[index])
+            while index < len(lines) and not lines[index].strip().startswith("```"):
+                body.append(lines[index][indent:])  # a block inside a list item is indented
                 index += 1
             kind, spec, options = pending or (None, "", {})
             found.append(
-                Block(path, start + 1, fence.group(1), "\n".join(body), kind, spec, options)
+                Block(path, start + 1, fence.group(2), "\n".join(body), kind, spec, options)
             )
             pending = None
         elif line.strip():
