@@ -24,6 +24,7 @@ say() { printf '\n== %s\n' "$*"; }
 # (/usr/local/bin/dbtier-job loads /etc/dbtier/credentials.env; the password is in its pgpass).
 as_dbtier() { podman exec "$OPS" runuser -u dbtier -- "$@"; }
 ops_sql() { as_dbtier sh -c 'set -a; . /etc/dbtier/credentials.env; exec psql -X -At -c "$1"' sh "$1"; }
+ops_sql_table() { as_dbtier sh -c 'set -a; . /etc/dbtier/credentials.env; exec psql -X -c "$1"' sh "$1"; }
 
 sample_data() {
   local rows
@@ -58,6 +59,25 @@ summary() {
 EOF
 }
 
+# The application's report files: mockupAWS writes them to /var/lib/mockupaws/reports, which
+# the ops host that archives them mounts. On the local stack they are made up (random bytes of
+# the size the row says) for the reports the sample data lists, once.
+report_files() {
+  podman exec "$OPS" install -d -o dbtier -g dbtier -m 0750 /var/lib/mockupaws/reports
+  ops_sql "SELECT file_path || ' ' || coalesce(file_size_bytes, 4096) FROM reports" |
+    podman exec -i -u dbtier "$OPS" sh -c 'while read -r path size; do
+      [ -e "$path" ] || head -c "$size" /dev/urandom > "$path"; done'
+}
+
+archiving() {
+  say "data archiving (ops1): dbtier-job archive --all (the nightly job, cron 03:00)"
+  report_files
+  as_dbtier /usr/local/bin/dbtier-job archive --all --quiet
+  ops_sql_table "SELECT table_name, live_rows, archived_rows, aggregated_rows,
+      pg_size_pretty(live_size_bytes) AS live_size, pg_size_pretty(archive_size_bytes) AS archive_size,
+      pg_size_pretty(s3_bytes) AS offloaded, last_job_status FROM v_archive_statistics"
+}
+
 # ==== PLACEHOLDER: backup / verify / PITR drill ==================================================
 # Filled in by the backup work (issue 4): a base backup, a verify, and a PITR drill that prints
 # the measured RTO and RPO. Intentionally empty for now.
@@ -75,6 +95,7 @@ case "${1:-up}" in
     say "sample data (ops1)"
     sample_data
     summary
+    archiving
     backup_drill
     echo
     echo "demo ready in $((SECONDS - started)) s"

@@ -114,7 +114,13 @@ def test_jobs_run_once_on_the_right_hosts(tmp_path):
     views = run_role_config(tmp_path, inventory(SELF_MANAGED, dbtier_self_managed=True))
     for db in ("db1", "db2"):
         assert views[db]["jobs"] == ["backup_base", "backup_full"]
-    assert views["ops1"]["jobs"] == ["verify_logical", "verify_base", "cleanup", "refresh_views"]
+    assert views["ops1"]["jobs"] == [
+        "verify_logical",
+        "verify_base",
+        "cleanup",
+        "refresh_views",
+        "archive",
+    ]
     assert views["ops2"]["jobs"] == []
     commands = views["db1"]["commands"]
     assert commands["backup_base"] == "backup base --quiet --primary-only"
@@ -122,6 +128,7 @@ def test_jobs_run_once_on_the_right_hosts(tmp_path):
     assert commands["verify_logical"] == "backup verify latest --kind logical --quiet"
     assert commands["verify_base"] == "backup verify latest --kind base --quiet"
     assert commands["refresh_views"] == "refresh-views --quiet"
+    assert commands["archive"] == "archive --all --primary-only --quiet"
 
     pinned = run_role_config(
         tmp_path,
@@ -134,7 +141,13 @@ def test_jobs_run_once_on_the_right_hosts(tmp_path):
         inventory(RDS, dbtier_self_managed=False, dbtier_secondary_check_replication=True),
     )
     # RDS: logical backups from ops; no base backups to verify (RDS snapshots and PITR itself)
-    assert rds["ops1"]["jobs"] == ["backup_full", "verify_logical", "cleanup", "refresh_views"]
+    assert rds["ops1"]["jobs"] == [
+        "backup_full",
+        "verify_logical",
+        "cleanup",
+        "refresh_views",
+        "archive",
+    ]
     assert rds["ops1"]["commands"]["backup_full"] == (
         "backup full --quiet --primary-only --check-replication"
     )
@@ -218,6 +231,7 @@ def test_every_host_lists_the_whole_tiers_schedule_for_status(tmp_path):
             "verify_base": "15 5 * * * on ops1 (root)",
             "cleanup": "30 5 * * * on ops1 (root)",
             "refresh_views": "20 * * * * on ops1 (root)",
+            "archive": "0 3 * * * on ops1 (root)",
         }, host
         settings = config.load(str(path))
         assert settings.schedule == rendered["schedule"]
@@ -239,6 +253,7 @@ def test_every_host_lists_the_whole_tiers_schedule_for_status(tmp_path):
                 "verify_base": {"minute": "15", "hour": "5"},
                 "cleanup": {"minute": "30", "hour": "5"},
                 "refresh_views": {"minute": "20", "hour": "*"},
+                "archive": {"minute": "0", "hour": "3"},
             }
         },
     )

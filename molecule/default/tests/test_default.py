@@ -215,7 +215,7 @@ def test_credentials_env_points_libpq_at_the_password_file():
             DB,
             "postgres",
             ["backup base --quiet --primary-only", "backup full --quiet --primary-only"],
-            ["backup verify", "backup cleanup", "refresh-views"],
+            ["backup verify", "backup cleanup", "refresh-views", "archive"],
         ),
         (
             OPS,
@@ -225,6 +225,7 @@ def test_credentials_env_points_libpq_at_the_password_file():
                 "backup verify latest --kind base --quiet",
                 "backup cleanup --quiet",
                 "refresh-views --quiet",
+                "archive --all --primary-only --quiet",
             ],
             ["backup base", "backup full", "backup verify latest --quiet"],
         ),
