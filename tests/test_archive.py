@@ -1,0 +1,234 @@
+"""dbtier archive against a real PostgreSQL: exactly-once moves under concurrent inserts and
+kills, daily aggregates that merge, monthly partitions, the per-type lock, dry runs."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from dbtier import archive, migrations, sampledata
+
+from .conftest import SQL_DIR, VENV_BIN, run_dbtier
+
+LOG_COLUMNS = archive.LOGS_COLUMNS
+NO_CONFIG = {"DBTIER_CONFIG": ""}  # the tests' settings are flags, never a host's dbtier.toml
+
+
+def prepared(dsn: str, *, scenarios: int = 10, logs: int = 500, metrics: int = 0) -> None:
+    migrations.migrate(dsn, SQL_DIR)
+    size = sampledata.SampleSize(
+        scenarios=scenarios,
+        logs_per_scenario=logs,
+        metrics_per_scenario=metrics,
+        reports_per_scenario=0,
+        api_keys=0,
+        days=900,
+    )
+    sampledata.load(dsn, size)
+
+
+def sql(dsn: str, query: str, params: tuple | dict | None = None) -> list[tuple]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        cur = conn.execute(query, params)
+        return cur.fetchall() if cur.description else []
+
+
+def archive_cli(dsn: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return run_dbtier("archive", *args, "--dsn", dsn, env=NO_CONFIG, timeout=timeout)
+
+
+def start_cli(dsn: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(VENV_BIN / "dbtier"), "archive", *args, "--dsn", dsn],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**__import__("os").environ, **NO_CONFIG},
+    )
+
+
+def log_rows(dsn: str) -> Counter[str]:
+    """Fingerprint (md5 of the row's text) of every log row, live and archived, as a multiset:
+    a lost row is missing, a duplicated one counts twice."""
+    row = f"md5(row({LOG_COLUMNS})::text)"
+    return Counter(
+        r[0]
+        for r in sql(
+            dsn,
+            f"SELECT {row} FROM scenario_logs UNION ALL SELECT {row} FROM scenario_logs_archive",
+        )
+    )
+
+
+def one_line(proc: subprocess.CompletedProcess[str]) -> str:
+    lines = [ln for ln in proc.stderr.strip().splitlines() if " event=" not in ln]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+def jobs_of(dsn: str, job_type: str) -> list[tuple]:
+    return sql(
+        dsn,
+        "SELECT id, status, records_processed, error_message, cutoff_at, resume_cursor "
+        "FROM archive_jobs WHERE job_type = %s ORDER BY id",
+        (job_type,),
+    )
+
+
+def wait_for_sessions_gone(dsn: str, timeout: float = 15) -> None:
+    """A killed client's server session ends (and drops its locks) a moment later."""
+    deadline = time.monotonic() + timeout
+    while sql(
+        dsn,
+        "SELECT 1 FROM pg_stat_activity WHERE application_name = 'dbtier archive' "
+        "AND datname = current_database()",
+    ):
+        assert time.monotonic() < deadline, "the killed run's session did not end"
+        time.sleep(0.1)
+
+
+def old_log(conn: psycopg.Connection, days_ago: float) -> tuple[int, str]:
+    """Insert one log row received days_ago; (id, fingerprint)."""
+    row = conn.execute(
+        f"""
+        INSERT INTO scenario_logs (scenario_id, received_at, source, message_hash, payload)
+        SELECT id, now() - make_interval(days => %s), 'api', repeat('a', 64),
+               jsonb_build_object('late', random())
+        FROM scenarios ORDER BY id LIMIT 1
+        RETURNING id, md5(row({LOG_COLUMNS})::text)
+        """,
+        (days_ago,),
+    ).fetchone()
+    return row[0], row[1]
+
+
+def test_no_row_lost_or_duplicated_while_the_application_inserts(database: str) -> None:
+    prepared(database, scenarios=20, logs=2000)
+    original = log_rows(database)
+    inserted: dict[str, tuple[int, datetime, bool]] = {}  # fingerprint -> id, committed by, old
+    stop = threading.Event()
+
+    def application() -> None:
+        with psycopg.connect(database, autocommit=True) as conn:
+            n = 0
+            while not stop.is_set():
+                old = n % 2 == 0  # every other row is 500 days old: due for archiving
+                row_id, print_ = old_log(conn, 500 if old else 0)
+                committed_by = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+                inserted[print_] = (row_id, committed_by, old)
+                n += 1
+
+    thread = threading.Thread(target=application)
+    thread.start()
+    try:
+        time.sleep(0.3)
+        proc = archive_cli(database, "--logs", "--batch-size", "500", "--json")
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        thread.join()
+    assert proc.returncode == 0, proc.stderr
+    [result] = json.loads(proc.stdout)["policies"]
+    assert result["status"] == "completed" and result["rows_processed"] > 20000 * 0.5
+
+    after = log_rows(database)
+    assert max(after.values()) == 1, "a row was duplicated"
+    assert after == original + Counter(list(inserted)), "a row was lost"
+    [(job_id, status, processed, error, cutoff, cursor)] = jobs_of(database, "logs")
+    assert (status, error, processed) == ("completed", None, result["rows_processed"])
+    assert sum(old for _, _, old in inserted.values()) > 5, "the application barely ran"
+
+    # Archived: only rows older than the cutoff, each by this job, each counted once.
+    assert sql(
+        database,
+        "SELECT count(*), count(*) FILTER (WHERE received_at >= %s OR archive_batch_id <> %s) "
+        "FROM scenario_logs_archive",
+        (cutoff, job_id),
+    ) == [(processed, 0)]
+    # Live and old: only application rows that committed after the last full sweep started
+    # (every old row committed before it was moved: the sweep passes every id).
+    sweep = datetime.fromisoformat(cursor["sweep_started_at"])
+    late = {
+        r[0]
+        for r in sql(database, "SELECT id FROM scenario_logs WHERE received_at < %s", (cutoff,))
+    }
+    by_id = {row_id: (at, old) for row_id, at, old in inserted.values()}
+    assert all(i in by_id and by_id[i][1] and by_id[i][0] > sweep for i in late), late
+    # The application's old rows committed before the sweep are all archived.
+    archived = {r[0] for r in sql(database, "SELECT id FROM scenario_logs_archive")}
+    assert {i for i, (at, old) in by_id.items() if old and at < sweep} <= archived
+    assert sql(database, "SELECT count(*) FROM scenario_logs_archive_default") == [(0,)]
+
+
+def test_killed_runs_lose_and_duplicate_nothing_and_the_rerun_completes(database: str) -> None:
+    prepared(database, scenarios=10, logs=3000)
+    original = log_rows(database)
+    due = sql(
+        database,
+        "SELECT count(*) FROM scenario_logs WHERE received_at < now() - interval '365 days'",
+    )[0][0]
+
+    # Killed inside a batch: its rows are deleted and archived, but the transaction waits for
+    # the job row, which this session holds: the kill lands before COMMIT.
+    proc = start_cli(database, "--logs", "--batch-size", "50")
+    with psycopg.connect(database) as holder:
+        deadline = time.monotonic() + 30
+        while not sql(
+            database,
+            "SELECT 1 FROM archive_jobs WHERE status = 'running' AND records_processed > 0",
+        ):
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr
+        holder.execute("SELECT 1 FROM archive_jobs WHERE status = 'running' FOR UPDATE")
+        while not sql(
+            database,
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'dbtier archive' "
+            "AND wait_event_type = 'Lock' AND query LIKE '%%UPDATE archive_jobs%%'",
+        ):
+            assert time.monotonic() < deadline, "the batch never waited for the job row"
+        uncommitted = sql(database, "SELECT count(*) FROM scenario_logs_archive")[0][0]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        holder.rollback()
+    wait_for_sessions_gone(database)
+    assert log_rows(database) == original
+    assert sql(database, "SELECT count(*) FROM scenario_logs_archive")[0][0] == uncommitted
+
+    # Killed at random moments, between and inside batches.
+    rng = random.Random(7)
+    for _ in range(4):
+        proc = start_cli(database, "--logs", "--batch-size", "1")
+        time.sleep(rng.uniform(0.7, 1.5))  # the interpreter starts in ~0.5 s
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        wait_for_sessions_gone(database)
+        assert log_rows(database) == original
+
+    final = archive_cli(database, "--logs", "--batch-size", "500", "--json")
+    assert final.returncode == 0, final.stderr
+    assert log_rows(database) == original
+    runs = jobs_of(database, "logs")
+    *killed, last = runs
+    assert len(killed) == 5 and last[1] == "completed"
+    for _id, status, processed, error, _cutoff, _cursor in killed:
+        assert status == ("partial" if processed else "failed")
+        assert error.startswith("interrupted")
+    # The job rows count what moved, exactly once over all runs.
+    assert (
+        sum(r[2] for r in runs)
+        == sql(database, "SELECT count(*) FROM scenario_logs_archive")[0][0]
+        == due
+    )
+    assert sql(
+        database, "SELECT count(*) FROM scenario_logs WHERE received_at < %s", (last[4],)
+    ) == [(0,)]
+    assert "interrupted" in final.stderr  # the rerun says what it found
