@@ -232,3 +232,226 @@ def test_killed_runs_lose_and_duplicate_nothing_and_the_rerun_completes(database
         database, "SELECT count(*) FROM scenario_logs WHERE received_at < %s", (last[4],)
     ) == [(0,)]
     assert "interrupted" in final.stderr  # the rerun says what it found
+
+
+def state(dsn: str) -> dict[str, object]:
+    """Everything an archive run may change: table contents, partitions, job rows."""
+    tables = (
+        "scenario_logs",
+        "scenario_metrics",
+        "scenario_logs_archive",
+        "scenario_metrics_archive",
+        "archive_jobs",
+        "archive_policies",
+    )
+    result: dict[str, object] = {
+        t: sql(
+            dsn,
+            f"SELECT count(*), md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM {t} x",
+        )
+        for t in tables
+    }
+    result["relations"] = sql(
+        dsn, "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace ORDER BY 1"
+    )
+    return result
+
+
+def metric_groups(dsn: str, source: str, cutoff: datetime) -> set[tuple]:
+    """(scenario, type, name, unit, UTC day) -> count, min, max, avg (6 decimals), in SQL."""
+    return set(
+        sql(
+            dsn,
+            f"""
+            SELECT scenario_id, metric_type, metric_name, unit,
+                   date_trunc('day', "timestamp", 'UTC'), count(*)::int, min(value), max(value),
+                   round(avg(value), 6)
+            FROM {source} WHERE "timestamp" < %s GROUP BY 1, 2, 3, 4, 5
+            """,
+            (cutoff,),
+        )
+    )
+
+
+def archived_groups(dsn: str) -> set[tuple]:
+    return set(
+        sql(
+            dsn,
+            """
+            SELECT scenario_id, metric_type, metric_name, unit, "timestamp", sample_count,
+                   min_value, max_value, avg_value
+            FROM scenario_metrics_archive WHERE is_aggregated
+            """,
+        )
+    )
+
+
+def test_dry_run_changes_nothing_and_reports_counts_and_dates(database: str) -> None:
+    prepared(database, scenarios=5, logs=400, metrics=400)
+    before = state(database)
+    proc = archive_cli(database, "--logs", "--metrics", "--dry-run", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert state(database) == before
+    out = json.loads(proc.stdout)
+    assert out["dry_run"] is True
+    logs, metrics = out["policies"]
+    cutoff = datetime.fromisoformat(logs["cutoff"])
+    assert sql(
+        database,
+        "SELECT count(*), min(received_at), max(received_at) FROM scenario_logs "
+        "WHERE received_at < %s",
+        (cutoff,),
+    ) == [
+        (
+            logs["rows"],
+            datetime.fromisoformat(logs["oldest"]),
+            datetime.fromisoformat(logs["newest"]),
+        )
+    ]
+    assert logs["rows"] > 0 and "aggregates" not in logs
+    assert "scenario_logs_archive_y" in " ".join(logs["new_partitions"])
+    cutoff = datetime.fromisoformat(metrics["cutoff"])
+    assert metrics["rows"] == sum(g[5] for g in metric_groups(database, "scenario_metrics", cutoff))
+    assert metrics["aggregates"] == len(metric_groups(database, "scenario_metrics", cutoff)) > 0
+
+    text = archive_cli(database, "--logs", "--dry-run")
+    assert (
+        text.returncode == 0 and f"logs: dry-run: {logs['rows']} rows would move (" in text.stdout
+    )
+    assert state(database) == before
+
+
+def test_metrics_aggregates_equal_sql_and_late_rows_merge(database: str) -> None:
+    prepared(database, scenarios=6, logs=0, metrics=3000)
+    sql(database, "CREATE TABLE metrics_seen AS SELECT * FROM scenario_metrics")
+    live_before = sql(database, "SELECT count(*) FROM scenario_metrics")[0][0]
+    proc = archive_cli(database, "--metrics", "--batch-size", "200", "--json")
+    assert proc.returncode == 0, proc.stderr
+    [first] = json.loads(proc.stdout)["policies"]
+    cutoff = datetime.fromisoformat(first["cutoff"])
+    expected = metric_groups(database, "metrics_seen", cutoff)
+    assert archived_groups(database) == expected and expected
+    assert first["rows_aggregated"] == first["rows_deleted"] == sum(g[5] for g in expected)
+    assert first["rows_archived"] == len(expected) and first["aggregates_merged"] == 0
+    assert sql(
+        database, 'SELECT count(*) FROM scenario_metrics WHERE "timestamp" < %s', (cutoff,)
+    ) == [(0,)]
+    # value = avg_value, the exact sum kept for merges; raw rows of the same days are gone
+    assert sql(
+        database,
+        "SELECT count(*) FROM scenario_metrics_archive WHERE is_aggregated AND (value <> avg_value "
+        "OR id IS NOT NULL OR aggregation_level <> 'day' OR (extra_data->>'sum') IS NULL)",
+    ) == [(0,)]
+    assert sql(
+        database, "SELECT count(*) FROM scenario_metrics_archive WHERE NOT is_aggregated"
+    ) == [(0,)]
+
+    # Late rows: into days already aggregated (merge), and one new day. Values chosen so that
+    # a merge by averaging rounded averages would be off in the 6th decimal.
+    late = sql(
+        database,
+        """
+        INSERT INTO scenario_metrics (scenario_id, "timestamp", metric_type, metric_name, value, unit)
+        SELECT scenario_id, date_trunc('day', "timestamp", 'UTC') + interval '12 hours',
+               metric_type, metric_name, v, unit
+        FROM (SELECT DISTINCT ON (metric_type, metric_name) * FROM metrics_seen
+              WHERE "timestamp" < now() - interval '800 days' ORDER BY metric_type, metric_name, id) s,
+             (VALUES (0.000001), (0.000002), (999.999999)) AS v(v)
+        UNION ALL
+        (SELECT scenario_id, '2020-02-29 23:59:59.999+00', metric_type, metric_name, 1.5, unit
+         FROM metrics_seen ORDER BY id LIMIT 1)
+        RETURNING id
+        """,
+    )
+    sql(
+        database,
+        "INSERT INTO metrics_seen SELECT * FROM scenario_metrics WHERE id = ANY(%s)",
+        ([r[0] for r in late],),
+    )
+    second = archive_cli(database, "--metrics", "--json")
+    assert second.returncode == 0, second.stderr
+    [again] = json.loads(second.stdout)["policies"]
+    cutoff = datetime.fromisoformat(again["cutoff"])
+    assert archived_groups(database) == metric_groups(database, "metrics_seen", cutoff)
+    assert again["aggregates_merged"] == 5 and again["rows_archived"] == 1
+    assert again["rows_aggregated"] == len(late) == 16
+    # Nothing lost: every sample is live or counted in exactly one aggregate.
+    assert sql(
+        database,
+        "SELECT (SELECT count(*) FROM scenario_metrics) + "
+        "(SELECT sum(sample_count) FROM scenario_metrics_archive)",
+    ) == [(live_before + len(late),)]
+    assert sql(database, "SELECT count(*) FROM scenario_metrics_archive_default") == [(0,)]
+
+
+def test_raw_metrics_move_keeps_the_unified_view_transparent(database: str) -> None:
+    prepared(database, scenarios=3, logs=0, metrics=500)
+    sql(
+        database,
+        "UPDATE archive_policies SET aggregate_before_archive = false, aggregation_level = 'none' "
+        "WHERE table_name = 'scenario_metrics'",
+    )
+    view = (
+        'SELECT md5(row(id, scenario_id, "timestamp", metric_type, metric_name, value, unit, '
+        "extra_data)::text) FROM v_scenario_metrics_all WHERE NOT is_aggregated ORDER BY 1"
+    )
+    before = sql(database, view)
+    proc = archive_cli(database, "--metrics", "--batch-size", "100", "--json")
+    assert proc.returncode == 0, proc.stderr
+    [result] = json.loads(proc.stdout)["policies"]
+    assert result["rows_archived"] == result["rows_processed"] > 0
+    assert sql(database, view) == before
+    assert sql(
+        database,
+        "SELECT count(*) FILTER (WHERE is_aggregated OR sample_count <> 1 OR id IS NULL), count(*) "
+        "FROM scenario_metrics_archive",
+    ) == [(0, result["rows_processed"])]
+
+
+def partitions(dsn: str, parent: str) -> set[str]:
+    return {
+        r[0]
+        for r in sql(
+            dsn, "SELECT relid::text FROM pg_partition_tree(%s::regclass) WHERE isleaf", (parent,)
+        )
+    }
+
+
+def test_partitions_are_made_for_new_months_and_default_is_emptied(database: str) -> None:
+    prepared(database, scenarios=1, logs=0)
+    scenario = sql(database, "SELECT id FROM scenarios")[0][0]
+    insert = (
+        "INSERT INTO scenario_logs (scenario_id, received_at, message_hash) "
+        "VALUES (%s, %s, repeat('b', 64))"
+    )
+    sql(database, insert, (scenario, "2019-03-31 23:30:00+00"))  # UTC March, local April elsewhere
+    # A row already in DEFAULT for 2018-07 (archived before its partition existed), and a live
+    # row of that month still to move.
+    sql(
+        database,
+        "INSERT INTO scenario_logs_archive (id, scenario_id, received_at, source, message_hash, "
+        "size_bytes) VALUES (999999, %s, '2018-07-15 00:00+00', 'api', repeat('c', 64), 1)",
+        (scenario,),
+    )
+    assert sql(database, "SELECT count(*) FROM scenario_logs_archive_default") == [(1,)]
+    sql(database, insert, (scenario, "2018-07-01 00:00:00+00"))
+    view = f"SELECT {LOG_COLUMNS} FROM v_scenario_logs_all ORDER BY id"
+    before = sql(database, view)
+
+    proc = archive_cli(database, "--logs", "--json")
+    assert proc.returncode == 0, proc.stderr
+    [result] = json.loads(proc.stdout)["policies"]
+    made = {
+        "scenario_logs_archive_y2018m07",
+        "scenario_logs_archive_y2019m03",
+        "scenario_logs_archive_y2019m04",  # the month after the newest
+    }
+    assert set(result["partitions_created"]) == made
+    assert partitions(database, "scenario_logs_archive") == {
+        "scenario_logs_archive_default",
+        *made,
+    }
+    assert sql(database, "SELECT count(*) FROM scenario_logs_archive_default") == [(0,)]
+    assert sql(database, "SELECT count(*) FROM scenario_logs_archive_y2018m07") == [(2,)]
+    assert sql(database, "SELECT count(*) FROM scenario_logs_archive_y2019m03") == [(1,)]
+    assert sql(database, view) == before

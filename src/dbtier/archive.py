@@ -281,17 +281,19 @@ def ensure_partitions(conn: psycopg.Connection, job_type: str, months: list[date
     DEFAULT); one short transaction each, retried when its lock_timeout expires."""
     parent = PARTITIONED[job_type]
     made = []
+    existing = _leaves(conn, parent)
     for month in sorted(set(months)):
         for attempt in range(LOCK_RETRIES):
             try:
                 with conn.transaction():
                     conn.execute(f"SET LOCAL lock_timeout = '{BATCH_LOCK_TIMEOUT}'")
-                    made.append(
-                        conn.execute(
-                            "SELECT dbtier_archive_ensure_partition(%s::regclass, %s)::text",
-                            (parent, month),
-                        ).fetchone()[0]
-                    )
+                    part = conn.execute(
+                        "SELECT dbtier_archive_ensure_partition(%s::regclass, %s)::text",
+                        (parent, month),
+                    ).fetchone()[0]
+                if part not in existing:
+                    made.append(part)
+                    jobs.log("archive.partition", type=job_type, partition=part)
                 break
             except psycopg.errors.LockNotAvailable:
                 if attempt == LOCK_RETRIES - 1:
@@ -301,6 +303,16 @@ def ensure_partitions(conn: psycopg.Connection, job_type: str, months: list[date
                     ) from None
                 time.sleep(0.5 * (attempt + 1))
     return made
+
+
+def _leaves(conn: psycopg.Connection, parent: str) -> set[str]:
+    return {
+        row[0]
+        for row in conn.execute(
+            "SELECT relid::regclass::text FROM pg_partition_tree(%s::regclass) WHERE isleaf",
+            (parent,),
+        ).fetchall()
+    }
 
 
 def _months(conn: psycopg.Connection, query: str, params: dict[str, Any]) -> list[date]:
@@ -349,13 +361,7 @@ def plan(conn: psycopg.Connection, job_type: str, policy: dict[str, Any], cutoff
         f"SELECT count(*), {groups}, min({key}), max({key}) FROM {table} WHERE {key} < %s",
         (cutoff,),
     ).fetchone()
-    existing = {
-        r[0]
-        for r in conn.execute(
-            "SELECT relid::regclass::text FROM pg_partition_tree(%s::regclass)",
-            (PARTITIONED[job_type],),
-        ).fetchall()
-    }
+    existing = _leaves(conn, PARTITIONED[job_type])
     parent = PARTITIONED[job_type].removeprefix("public.")
     new = [
         name
@@ -442,6 +448,12 @@ WITH pick AS MATERIALIZED (
            date_trunc('day', "timestamp", 'UTC') AS day,
            count(*) AS n, min(value) AS lo, max(value) AS hi, sum(value) AS total
     FROM moved GROUP BY 1, 2, 3, 4, 5
+), known AS (  -- only this run writes aggregates (the type's lock): the count of merges
+    SELECT count(*) AS merged FROM groups AS g WHERE EXISTS (
+        SELECT 1 FROM scenario_metrics_archive AS a
+        WHERE a.is_aggregated AND a.scenario_id = g.scenario_id AND a."timestamp" = g.day
+          AND a.metric_type = g.metric_type AND a.metric_name = g.metric_name
+          AND a.unit = g.unit)
 ), written AS (
     INSERT INTO scenario_metrics_archive AS a
         (id, scenario_id, "timestamp", metric_type, metric_name, value, unit, extra_data,
@@ -462,13 +474,11 @@ WITH pick AS MATERIALIZED (
             'sum', {_SUM} + (excluded.extra_data->>'sum')::numeric),
         archived_at = now(),
         archive_batch_id = excluded.archive_batch_id
-    RETURNING xmax = 0 AS inserted
 )
 SELECT (SELECT count(*) FROM moved), (SELECT max(id) FROM pick),
        (SELECT min("timestamp") FROM moved), (SELECT max("timestamp") FROM moved),
        (SELECT coalesce(sum(pg_column_size(moved.*)), 0) FROM moved),
-       (SELECT count(*) FILTER (WHERE inserted) FROM written),
-       (SELECT count(*) FILTER (WHERE NOT inserted) FROM written)
+       (SELECT count(*) FROM groups) - (SELECT merged FROM known), (SELECT merged FROM known)
 """
 
 
@@ -566,7 +576,7 @@ def archive_table(conn: psycopg.Connection, run: ArchiveRun, policy: dict[str, A
     created = ensure_partitions(conn, run.job_type, months_to_move(conn, run.job_type, run.cutoff))
     move(conn, run, policy)
     created += ensure_partitions(conn, run.job_type, months_in_default(conn, run.job_type))
-    return {"partitions": sorted(set(created))}
+    return {"partitions_created": sorted(created)}
 
 
 def _reportarchive() -> Any:
