@@ -14,7 +14,6 @@ from datetime import datetime
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from dbtier import archive, migrations, sampledata
 
@@ -247,7 +246,8 @@ def state(dsn: str) -> dict[str, object]:
     result: dict[str, object] = {
         t: sql(
             dsn,
-            f"SELECT count(*), md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM {t} x",
+            f"SELECT count(*), md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) "
+            f"FROM {t} x",
         )
         for t in tables
     }
@@ -351,11 +351,13 @@ def test_metrics_aggregates_equal_sql_and_late_rows_merge(database: str) -> None
     late = sql(
         database,
         """
-        INSERT INTO scenario_metrics (scenario_id, "timestamp", metric_type, metric_name, value, unit)
+        INSERT INTO scenario_metrics
+            (scenario_id, "timestamp", metric_type, metric_name, value, unit)
         SELECT scenario_id, date_trunc('day', "timestamp", 'UTC') + interval '12 hours',
                metric_type, metric_name, v, unit
         FROM (SELECT DISTINCT ON (metric_type, metric_name) * FROM metrics_seen
-              WHERE "timestamp" < now() - interval '800 days' ORDER BY metric_type, metric_name, id) s,
+              WHERE "timestamp" < now() - interval '800 days'
+              ORDER BY metric_type, metric_name, id) s,
              (VALUES (0.000001), (0.000002), (999.999999)) AS v(v)
         UNION ALL
         (SELECT scenario_id, '2020-02-29 23:59:59.999+00', metric_type, metric_name, 1.5, unit
@@ -455,3 +457,154 @@ def test_partitions_are_made_for_new_months_and_default_is_emptied(database: str
     assert sql(database, "SELECT count(*) FROM scenario_logs_archive_y2018m07") == [(2,)]
     assert sql(database, "SELECT count(*) FROM scenario_logs_archive_y2019m03") == [(1,)]
     assert sql(database, view) == before
+
+
+def test_a_second_run_exits_4_naming_the_running_job(database: str) -> None:
+    prepared(database, scenarios=2, logs=100)
+    before = state(database)
+    with psycopg.connect(database, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (archive.lock_key("logs"),))
+        busy = archive_cli(database, "--logs")
+        assert busy.returncode == 4, busy.stderr
+        assert "another run holds the lock (server pid" in one_line(busy)
+        job_id = other.execute(
+            "INSERT INTO archive_jobs (job_type, status, started_at, host) "
+            "VALUES ('logs', 'running', '2026-01-02 03:04:05+00', 'db-other') RETURNING id"
+        ).fetchone()[0]
+        busy = archive_cli(database, "--logs", "--metrics")
+        assert busy.returncode == 4, busy.stderr
+        line = one_line(busy)
+        assert (
+            f"archive logs: another run holds the lock (job {job_id} on db-other, started " in line
+        )
+        assert "2026-01-02 03:04:05" in line and "rerun" in line
+        # the other policy did not start either: a locked run does nothing
+        assert sql(database, "SELECT count(*) FROM archive_jobs") == [(1,)]
+        other.execute("DELETE FROM archive_jobs")
+        assert state(database) == before
+        # metrics runs meanwhile: the lock is per type
+        assert archive_cli(database, "--metrics").returncode == 0
+    # the holder is gone: the next run marks its row failed and works
+    sql(
+        database,
+        "INSERT INTO archive_jobs (job_type, status, started_at, host) "
+        "VALUES ('logs', 'running', now(), 'db-other')",
+    )
+    done = archive_cli(database, "--logs", "--json")
+    assert done.returncode == 0, done.stderr
+    assert [r[1] for r in jobs_of(database, "logs")] == ["failed", "completed"]
+
+
+def test_unified_log_view_returns_the_same_rows_after_archiving(database: str) -> None:
+    prepared(database, scenarios=4, logs=500)
+    view = f"SELECT {LOG_COLUMNS} FROM v_scenario_logs_all ORDER BY id"
+    before = sql(database, view)
+    proc = archive_cli(database, "--logs", "--batch-size", "64")
+    assert proc.returncode == 0, proc.stderr
+    assert sql(database, "SELECT count(*) FROM scenario_logs_archive")[0][0] > 0
+    assert sql(database, view) == before
+    assert sql(
+        database,
+        "SELECT count(*) FROM v_scenario_logs_all WHERE is_archived <> (archived_at IS NOT NULL)",
+    ) == [(0,)]
+
+
+def test_json_exit_codes_disabled_policy_and_metrics_textfile(
+    database: str, tmp_path: Path
+) -> None:
+    prepared(database, scenarios=3, logs=300, metrics=300)
+    sql(database, "UPDATE archive_policies SET enabled = false WHERE table_name <> 'scenario_logs'")
+    metrics_dir = tmp_path / "prom"
+    proc = archive_cli(database, "--logs", "--metrics", "--json", "--metrics-dir", str(metrics_dir))
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    logs, metrics = out["policies"]
+    assert metrics == {
+        "type": "metrics",
+        "status": "skipped",
+        "reason": "policy disabled (archive_policies.enabled = false)",
+    }
+    assert "event=archive.skipped" in proc.stderr and "type=metrics" in proc.stderr
+    assert {
+        "type",
+        "job_id",
+        "status",
+        "cutoff",
+        "rows_processed",
+        "rows_archived",
+        "rows_aggregated",
+        "rows_deleted",
+        "aggregates_merged",
+        "bytes_archived",
+        "batches",
+        "seconds",
+        "rows_per_second",
+        "oldest",
+        "newest",
+        "longest_batch_ms",
+        "partitions_created",
+    } <= set(logs)
+    assert logs["status"] == "completed" and logs["rows_processed"] > 0
+    assert logs["rows_deleted"] == logs["rows_archived"] == logs["rows_processed"]
+    assert logs["batches"] == 1 and logs["bytes_archived"] > 0  # policy batch_size 10000
+    assert datetime.fromisoformat(logs["newest"]) < datetime.fromisoformat(logs["cutoff"])
+    assert sql(
+        database,
+        "SELECT status, records_processed, records_archived, records_deleted, bytes_archived, "
+        "host IS NOT NULL, cutoff_at, completed_at >= started_at FROM archive_jobs",
+    ) == [
+        (
+            "completed",
+            logs["rows_processed"],
+            logs["rows_processed"],
+            logs["rows_processed"],
+            logs["bytes_archived"],
+            True,
+            datetime.fromisoformat(logs["cutoff"]),
+            True,
+        )
+    ]
+    prom = (metrics_dir / "dbtier_archive_logs.prom").read_text()
+    assert 'dbtier_job_last_status{job="archive_logs"} 1' in prom
+    assert f'dbtier_job_rows{{job="archive_logs"}} {logs["rows_processed"]}' in prom
+    assert 'dbtier_job_failures_total{job="archive_logs"} 0' in prom
+    assert "# TYPE dbtier_job_failures_total counter" in prom
+    assert not (metrics_dir / "dbtier_archive_metrics.prom").exists()
+
+    # --all: every enabled policy (only logs here), nothing left to move
+    again = archive_cli(database, "--all", "--json")
+    assert again.returncode == 0, again.stderr
+    assert [(p["type"], p["status"]) for p in json.loads(again.stdout)["policies"]] == [
+        ("logs", "completed"),
+        ("metrics", "skipped"),
+        ("reports", "skipped"),
+    ]
+    text = archive_cli(database, "--logs")
+    assert text.returncode == 0 and text.stdout.startswith(
+        "logs: completed: job 3, 0 rows in 0 batches"
+    )
+
+    # a failure: counted in the textfile, one line, exit 1, the job row failed
+    sql(
+        database, "ALTER TABLE scenario_logs_archive ADD CONSTRAINT no_more CHECK (false) NOT VALID"
+    )
+    sql(
+        database,
+        "INSERT INTO scenario_logs (scenario_id, received_at, message_hash) "
+        "SELECT id, '2020-01-01', repeat('d', 64) FROM scenarios LIMIT 1",
+    )
+    failed = archive_cli(database, "--logs", "--metrics-dir", str(metrics_dir))
+    assert failed.returncode == 1
+    assert "no_more" in one_line(failed)
+    prom = (metrics_dir / "dbtier_archive_logs.prom").read_text()
+    assert 'dbtier_job_failures_total{job="archive_logs"} 1' in prom
+    assert 'dbtier_job_last_status{job="archive_logs"} 0' in prom
+    assert "dbtier_job_last_success_timestamp_seconds" in prom
+    _id, status, processed, error, _cutoff, _cursor = jobs_of(database, "logs")[-1]
+    assert (status, processed) == ("failed", 0) and "no_more" in error
+
+    # bad usage: one line, exit 2
+    for args in ([], ["--all", "--logs"], ["nonsense"], ["restore-report", "x", "--logs"]):
+        bad = archive_cli(database, *args)
+        assert bad.returncode == 2, (args, bad.stderr)
+        one_line(bad)

@@ -666,13 +666,14 @@ def run(
 ) -> tuple[list[dict[str, Any]], list[DbtierError]]:
     """Archive the policies of types (None: every enabled one). Returns one result per policy
     and the errors of the policies that failed (the others still ran)."""
+    order = types or list(POLICY_TABLES)
     results: list[dict[str, Any]] = []
     errors: list[DbtierError] = []
     with connect(settings.dsn) as conn:
         policies = load_policies(conn)
         started = conn.execute("SELECT now()").fetchone()[0]  # every cutoff from one instant
         todo = []
-        for job_type in types or list(POLICY_TABLES):
+        for job_type in order:
             policy = policies.get(job_type)
             reason = None
             if policy is None:
@@ -720,4 +721,4 @@ def run(
                 )
                 errors.append(error)
                 results.append({"type": job_type, "status": "failed", "error": str(error)})
-    return results, errors
+    return sorted(results, key=lambda r: order.index(r["type"])), errors
