@@ -333,6 +333,13 @@ def test_metrics_aggregates_equal_sql_and_late_rows_merge(database: str) -> None
     assert archived_groups(database) == expected and expected
     assert first["rows_aggregated"] == first["rows_deleted"] == sum(g[5] for g in expected)
     assert first["rows_archived"] == len(expected) and first["aggregates_merged"] == 0
+    # whole days per batch, but never much more than the batch size: n rows plus one day's rest
+    day_rows = sql(
+        database,
+        "SELECT max(n) FROM (SELECT count(*) AS n FROM metrics_seen "
+        "GROUP BY scenario_id, date_trunc('day', \"timestamp\", 'UTC')) AS d",
+    )[0][0]
+    assert 200 <= first["largest_batch_rows"] <= 200 + day_rows
     assert sql(
         database, 'SELECT count(*) FROM scenario_metrics WHERE "timestamp" < %s', (cutoff,)
     ) == [(0,)]
@@ -608,3 +615,35 @@ def test_json_exit_codes_disabled_policy_and_metrics_textfile(
         bad = archive_cli(database, *args)
         assert bad.returncode == 2, (args, bad.stderr)
         one_line(bad)
+
+
+def test_killed_metrics_runs_aggregate_exactly_once(database: str) -> None:
+    prepared(database, scenarios=8, logs=0, metrics=4000)
+    sql(database, "CREATE TABLE metrics_seen AS SELECT * FROM scenario_metrics")
+    rng = random.Random(11)
+    for _ in range(3):
+        proc = start_cli(database, "--metrics", "--batch-size", "1")
+        time.sleep(rng.uniform(0.8, 1.4))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        wait_for_sessions_gone(database)
+    final = archive_cli(database, "--metrics", "--json")
+    assert final.returncode == 0, final.stderr
+    [result] = json.loads(final.stdout)["policies"]
+    cutoff = datetime.fromisoformat(result["cutoff"])
+    assert archived_groups(database) == metric_groups(database, "metrics_seen", cutoff)
+    assert sql(
+        database,
+        "SELECT (SELECT count(*) FROM scenario_metrics) "
+        "+ (SELECT sum(sample_count) FROM scenario_metrics_archive)",
+    ) == sql(database, "SELECT count(*) FROM metrics_seen")
+    *killed, last = jobs_of(database, "metrics")
+    assert len(killed) == 3 and last[1] == "completed"
+    assert all(k[1] in ("partial", "failed") and k[3].startswith("interrupted") for k in killed)
+    assert any(k[2] for k in killed), "no killed run got anywhere"
+    assert killed[-1][5]["scenario_id"]  # the resume cursor
+    # every run's counts, summed, are the rolled-up samples: each counted once
+    assert (
+        sum(r[2] for r in jobs_of(database, "metrics"))
+        == sql(database, "SELECT sum(sample_count) FROM scenario_metrics_archive")[0][0]
+    )

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -111,6 +111,7 @@ class ArchiveRun:
     oldest: datetime | None = None  # date range of the rows moved
     newest: datetime | None = None
     longest_batch_ms: float = 0.0
+    largest_batch: int = 0  # most live rows one batch handled
     started: float = field(default_factory=time.monotonic)
     _pending: dict[str, Any] = field(default_factory=dict)
 
@@ -146,8 +147,10 @@ class ArchiveRun:
                 (job_type,),
             ).fetchall()
             resume = conn.execute(
-                "SELECT last_processed_id FROM archive_jobs WHERE job_type = %s AND NOT dry_run "
-                "AND status IN ('partial', 'failed') AND last_processed_id IS NOT NULL "
+                "SELECT last_processed_id, resume_cursor FROM archive_jobs "
+                "WHERE job_type = %s AND NOT dry_run "
+                "AND status IN ('partial', 'failed') "
+                "AND (last_processed_id IS NOT NULL OR resume_cursor ? 'scenario_id') "
                 "AND id > coalesce((SELECT max(id) FROM archive_jobs WHERE job_type = %s "
                 "AND status = 'completed' AND NOT dry_run), 0) ORDER BY id DESC LIMIT 1",
                 (job_type, job_type),
@@ -162,7 +165,9 @@ class ArchiveRun:
             ).fetchone()[0]
         for (old,) in stale:
             jobs.log("archive.interrupted", "warning", type=job_type, job_id=old, by=run.id)
-        run.last_id = resume[0] if resume else None
+        if resume:  # where the interrupted run stood; its sweep time is not this run's
+            run.last_id = resume[0]
+            run.cursor = {k: v for k, v in (resume[1] or {}).items() if k != "sweep_started_at"}
         return run
 
     @contextmanager
@@ -225,6 +230,7 @@ class ArchiveRun:
         if not pending:
             return
         self.batches += 1
+        self.largest_batch = max(self.largest_batch, pending["counts"].get("processed", 0))
         for name, value in pending["counts"].items():
             setattr(self, name, getattr(self, name) + value)
         if pending["last_id"] is not None:
@@ -270,6 +276,7 @@ class ArchiveRun:
             "oldest": self.oldest.isoformat() if self.oldest else None,
             "newest": self.newest.isoformat() if self.newest else None,
             "longest_batch_ms": round(self.longest_batch_ms, 1),
+            "largest_batch_rows": self.largest_batch,
         }
 
 
@@ -422,10 +429,12 @@ SELECT count(*), max(id), min("timestamp"), max("timestamp"),
 FROM moved
 """
 
-# Whole (scenario, UTC day) groups: the days of the next n old rows by id, then every old row
-# of those days, so a group's raw rows and its aggregate change in one transaction. The exact
-# sum is kept in extra_data.sum, so merging into an existing aggregate (an earlier run's part of
-# the day, late rows) gives the exact weighted average, not an average of rounded averages.
+# Whole (scenario, UTC day) groups, one scenario at a time in time order (the index on
+# (scenario_id, "timestamp")): the days of the scenario's next n old rows, then every old row of
+# those days, so a group's raw rows and its aggregate change in one transaction and a batch is
+# at most n rows plus the rest of its last day. The exact sum is kept in extra_data.sum, so
+# merging into an existing aggregate (an earlier run's part of the day, late rows) gives the
+# exact weighted average, not an average of rounded averages.
 _SUM = "coalesce((a.extra_data->>'sum')::numeric, a.avg_value * a.sample_count)"
 _MERGED_AVG = (
     f"round(({_SUM} + (excluded.extra_data->>'sum')::numeric) "
@@ -433,14 +442,14 @@ _MERGED_AVG = (
 )
 AGGREGATE_BATCH = f"""
 WITH pick AS MATERIALIZED (
-    SELECT id, scenario_id, "timestamp" FROM scenario_metrics
-    WHERE "timestamp" < %(cutoff)s AND id > %(after)s
-    ORDER BY id LIMIT %(n)s
+    SELECT "timestamp" FROM scenario_metrics
+    WHERE scenario_id = %(scenario)s AND "timestamp" >= %(from)s AND "timestamp" < %(cutoff)s
+    ORDER BY "timestamp" LIMIT %(n)s
 ), days AS MATERIALIZED (
-    SELECT DISTINCT scenario_id, date_trunc('day', "timestamp", 'UTC') AS day FROM pick
+    SELECT DISTINCT date_trunc('day', "timestamp", 'UTC') AS day FROM pick
 ), moved AS (
     DELETE FROM scenario_metrics AS m USING days AS d
-    WHERE m.scenario_id = d.scenario_id AND m."timestamp" >= d.day
+    WHERE m.scenario_id = %(scenario)s AND m."timestamp" >= d.day
       AND m."timestamp" < d.day + interval '1 day' AND m."timestamp" < %(cutoff)s
     RETURNING m.*
 ), groups AS (
@@ -475,7 +484,7 @@ WITH pick AS MATERIALIZED (
         archived_at = now(),
         archive_batch_id = excluded.archive_batch_id
 )
-SELECT (SELECT count(*) FROM moved), (SELECT max(id) FROM pick),
+SELECT (SELECT count(*) FROM moved), (SELECT max(day) + interval '1 day' FROM days),
        (SELECT min("timestamp") FROM moved), (SELECT max("timestamp") FROM moved),
        (SELECT coalesce(sum(pg_column_size(moved.*)), 0) FROM moved),
        (SELECT count(*) FROM groups) - (SELECT merged FROM known), (SELECT merged FROM known)
@@ -483,25 +492,33 @@ SELECT (SELECT count(*) FROM moved), (SELECT max(id) FROM pick),
 
 
 def _one_batch(
-    conn: psycopg.Connection, run: ArchiveRun, statement: str, after: int, aggregate: bool
-) -> tuple[int, int | None]:
-    """Run one batch (retried when it gives way to a lock); (rows moved, highest id picked)."""
-    params = {"cutoff": run.cutoff, "after": after, "n": run.batch_size, "job": run.id}
+    conn: psycopg.Connection, run: ArchiveRun, statement: str, params: dict[str, Any]
+) -> tuple[int, Any]:
+    """Run one batch (retried when it gives way to a lock): (rows moved, where the next batch
+    starts: the highest id picked, or for aggregates the day after the last one)."""
+    params = {**params, "cutoff": run.cutoff, "n": run.batch_size, "job": run.id}
+    aggregate = statement is AGGREGATE_BATCH
     for attempt in range(LOCK_RETRIES):
         try:
             with run.batch(conn):
                 row = conn.execute(statement, params).fetchone()
-                moved, last_id, oldest, newest, size, inserted = row[:6]
+                moved, after, oldest, newest, size, inserted = row[:6]
                 if not moved:
                     run._pending = {}  # an empty batch is no batch
-                    return 0, last_id
+                    return 0, after
                 counts = {"processed": moved, "deleted": moved, "bytes": int(size)}
                 if aggregate:
                     counts.update(aggregated=moved, archived=inserted, merged=row[6])
+                    cursor = {
+                        **(run.cursor or {}),
+                        "scenario_id": str(params["scenario"]),
+                        "from": after.isoformat(),
+                    }
+                    run.add(conn, oldest=oldest, newest=newest, cursor=cursor, **counts)
                 else:
                     counts["archived"] = inserted
-                run.add(conn, oldest=oldest, newest=newest, last_id=last_id, **counts)
-            return moved, last_id
+                    run.add(conn, oldest=oldest, newest=newest, last_id=after, **counts)
+            return moved, after
         except psycopg.errors.LockNotAvailable:
             if attempt == LOCK_RETRIES - 1:
                 raise DbtierError(
@@ -512,40 +529,75 @@ def _one_batch(
     return 0, None  # pragma: no cover
 
 
-def move(conn: psycopg.Connection, run: ArchiveRun, policy: dict[str, Any]) -> None:
-    """Move every row older than run.cutoff: a cursor pass from where an interrupted run
-    stopped, then passes from id 0 until one finds nothing (rows committed late below the
-    cursor, rows skipped while locked, a newer cutoff than the interrupted run's)."""
-    aggregate = run.job_type == "metrics" and bool(policy["aggregate_before_archive"])
-    if run.job_type == "logs":
-        statement = LOGS_BATCH
-    else:
-        statement = AGGREGATE_BATCH if aggregate else RAW_METRICS_BATCH
-    rate_from, rate_rows = time.monotonic(), 0
-    passes = [run.last_id or 0] + [0] * MAX_SWEEPS
-    for number, after in enumerate(passes):
-        if number:  # a guarantee for the last sweep: every old row committed before it moved
-            run.cursor = {**(run.cursor or {}), "sweep_started_at": _clock(conn)}
-        found = 0
+class _Progress:
+    """archive.batch every PROGRESS_EVERY batches, with the rate since the previous line."""
+
+    def __init__(self, run: ArchiveRun) -> None:
+        self.run, self.since, self.rows = run, time.monotonic(), 0
+
+    def __call__(self, moved: int) -> None:
+        self.rows += moved
+        if self.run.batches % PROGRESS_EVERY:
+            return
+        now = time.monotonic()
+        jobs.log(
+            "archive.batch",
+            type=self.run.job_type,
+            job_id=self.run.id,
+            batches=self.run.batches,
+            rows=self.run.processed,
+            rows_per_s=round(self.rows / max(now - self.since, 1e-6), 1),
+        )
+        self.since, self.rows = now, 0
+
+
+def _by_id(conn: psycopg.Connection, run: ArchiveRun, statement: str, after: int) -> int:
+    """Batches in id order from after to the end; rows moved."""
+    found, progress = 0, _Progress(run)
+    while True:
+        moved, last_id = _one_batch(conn, run, statement, {"after": after})
+        if not moved:
+            return found
+        found, after = found + moved, last_id or after
+        progress(moved)
+
+
+EPOCH = datetime(1, 1, 1, tzinfo=UTC)
+
+
+def _by_scenario_day(conn: psycopg.Connection, run: ArchiveRun, resume: bool) -> int:
+    """Aggregate batches, scenario by scenario (every scenario: old rows of one committed
+    before this pass started are found), each in time order; rows moved."""
+    found, progress = 0, _Progress(run)
+    cursor = run.cursor or {} if resume else {}
+    first, start = cursor.get("scenario_id"), cursor.get("from")
+    query = "SELECT id FROM scenarios WHERE %s::uuid IS NULL OR id >= %s::uuid ORDER BY id"
+    for (scenario,) in conn.execute(query, (first, first)).fetchall():
+        after = datetime.fromisoformat(start) if start and str(scenario) == first else EPOCH
         while True:
-            moved, last_id = _one_batch(conn, run, statement, after, aggregate)
+            moved, after = _one_batch(
+                conn, run, AGGREGATE_BATCH, {"scenario": scenario, "from": after}
+            )
             if not moved:
                 break
             found += moved
-            after = last_id or after
-            rate_rows += moved
-            if run.batches % PROGRESS_EVERY == 0:
-                now = time.monotonic()
-                jobs.log(
-                    "archive.batch",
-                    type=run.job_type,
-                    job_id=run.id,
-                    batches=run.batches,
-                    rows=run.processed,
-                    last_id=run.last_id,
-                    rows_per_s=round(rate_rows / max(now - rate_from, 1e-6), 1),
-                )
-                rate_from, rate_rows = now, 0
+            progress(moved)
+    return found
+
+
+def move(conn: psycopg.Connection, run: ArchiveRun, policy: dict[str, Any]) -> None:
+    """Move every row older than run.cutoff: a pass from where an interrupted run stopped,
+    then full passes until one finds nothing (rows committed late behind the cursor, rows
+    skipped while locked, a newer cutoff than the interrupted run's)."""
+    aggregate = run.job_type == "metrics" and bool(policy["aggregate_before_archive"])
+    statement = LOGS_BATCH if run.job_type == "logs" else RAW_METRICS_BATCH
+    for number in range(1 + MAX_SWEEPS):
+        if number:  # a guarantee for the last sweep: every old row committed before it moved
+            run.cursor = {**(run.cursor or {}), "sweep_started_at": _clock(conn)}
+        if aggregate:
+            found = _by_scenario_day(conn, run, resume=number == 0)
+        else:
+            found = _by_id(conn, run, statement, (run.last_id or 0) if number == 0 else 0)
         if number and not found:
             break  # a full pass found nothing: every old row committed before it is moved
 
@@ -633,7 +685,13 @@ def run_policy(
     job = jobs.Job(name=f"archive_{job_type}")
     with jobs.run_job(job, history_dsn=None, metrics_dir=settings.metrics_dir):
         run = ArchiveRun.start(conn, job_type, cutoff, batch_size, dry_run=False)
-        jobs.log("archive.start", type=job_type, job_id=run.id, cutoff=cutoff, resume=run.last_id)
+        jobs.log(
+            "archive.start",
+            type=job_type,
+            job_id=run.id,
+            cutoff=cutoff,
+            resume=run.last_id or (run.cursor or {}).get("scenario_id"),
+        )
         try:
             if job_type == "reports":
                 extra = archive_reports(settings, conn, run, policy, dry_run=False)
