@@ -647,3 +647,22 @@ def test_killed_metrics_runs_aggregate_exactly_once(database: str) -> None:
         sum(r[2] for r in jobs_of(database, "metrics"))
         == sql(database, "SELECT sum(sample_count) FROM scenario_metrics_archive")[0][0]
     )
+
+
+def test_sigterm_records_the_run_and_exits_143(database: str) -> None:
+    prepared(database, scenarios=10, logs=3000)
+    original = log_rows(database)
+    proc = start_cli(database, "--logs", "--batch-size", "1")
+    deadline = time.monotonic() + 30
+    while not sql(database, "SELECT 1 FROM archive_jobs WHERE records_processed > 0"):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err
+    assert "dbtier: error: terminated by SIGTERM" in err
+    [(_id, status, processed, error, _cutoff, _cursor)] = jobs_of(database, "logs")
+    assert (status, error) == ("partial", "terminated by SIGTERM") and processed > 0
+    wait_for_sessions_gone(database)
+    assert log_rows(database) == original
+    assert sql(database, "SELECT count(*) FROM scenario_logs_archive") == [(processed,)]

@@ -11,9 +11,11 @@ so the application keeps inserting. Reports are archived by reportarchive (same 
 from __future__ import annotations
 
 import hashlib
+import signal
 import socket
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -24,7 +26,7 @@ from psycopg.rows import dict_row
 
 from . import db, jobs
 from .config import Settings
-from .errors import DbtierError, LockTimeout, UsageError
+from .errors import DbtierError, LockTimeout, Terminated, UsageError
 
 # job_type -> live table of its policy (archive_policies.table_name)
 POLICY_TABLES = {"logs": "scenario_logs", "metrics": "scenario_metrics", "reports": "reports"}
@@ -35,7 +37,30 @@ LOCK_RETRIES = 5
 PROGRESS_EVERY = 10  # batches between archive.batch progress lines
 MAX_SWEEPS = 3  # full passes from id 0 after the cursor pass (late commits, skipped rows)
 
-Reporter = Callable[[str], None]
+
+_STOP: list[str] = []  # the signal that asked this run to stop, between two batches
+
+
+@contextmanager
+def stop_between_batches() -> Iterator[None]:
+    """SIGTERM ends the run after the batch in flight, not inside it: the session stays usable
+    to record the run (a signal mid-query leaves it busy) and the batch is not thrown away."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(
+        signal.SIGTERM, lambda signum, _f: _STOP.append(signal.Signals(signum).name)
+    )
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _STOP.clear()
+
+
+def check_stop() -> None:
+    if _STOP:
+        raise Terminated(f"terminated by {_STOP[0]}")
 
 
 def lock_key(job_type: str) -> int:
@@ -173,6 +198,7 @@ class ArchiveRun:
     @contextmanager
     def batch(self, conn: psycopg.Connection) -> Iterator[None]:
         """One batch transaction with a short lock_timeout; totals move only on commit."""
+        check_stop()
         began = time.monotonic()
         self._pending = {}
         with conn.transaction():
@@ -291,6 +317,7 @@ def ensure_partitions(conn: psycopg.Connection, job_type: str, months: list[date
     existing = _leaves(conn, parent)
     for month in sorted(set(months)):
         for attempt in range(LOCK_RETRIES):
+            check_stop()
             try:
                 with conn.transaction():
                     conn.execute(f"SET LOCAL lock_timeout = '{BATCH_LOCK_TIMEOUT}'")
@@ -619,9 +646,6 @@ def connect(dsn: str | None) -> psycopg.Connection:
     return conn
 
 
-Work = Callable[[psycopg.Connection, ArchiveRun], dict[str, Any]]
-
-
 def archive_table(conn: psycopg.Connection, run: ArchiveRun, policy: dict[str, Any]) -> dict:
     """Logs or metrics: partitions first, the batches, then partitions for the rows that
     reached DEFAULT meanwhile (concurrent old-dated inserts); DEFAULT ends empty."""
@@ -727,7 +751,7 @@ def run(
     order = types or list(POLICY_TABLES)
     results: list[dict[str, Any]] = []
     errors: list[DbtierError] = []
-    with connect(settings.dsn) as conn:
+    with connect(settings.dsn) as conn, stop_between_batches():
         policies = load_policies(conn)
         started = conn.execute("SELECT now()").fetchone()[0]  # every cutoff from one instant
         todo = []
@@ -739,8 +763,7 @@ def run(
             elif not policy["enabled"]:
                 reason = "policy disabled (archive_policies.enabled = false)"
             if reason:
-                if types:  # asked for by name: say why nothing happened
-                    jobs.log("archive.skipped", "notice", type=job_type, reason=reason)
+                jobs.log("archive.skipped", "notice", type=job_type, reason=reason)
                 results.append({"type": job_type, "status": "skipped", "reason": reason})
             else:
                 todo.append((job_type, policy))
@@ -770,7 +793,7 @@ def run(
                         run_policy(settings, conn, job_type, policy, cutoff, batch_size=size)
                     )
             except (DbtierError, psycopg.Error) as exc:
-                if isinstance(exc, LockTimeout | UsageError) or conn.broken:
+                if isinstance(exc, LockTimeout | UsageError | Terminated) or conn.broken:
                     raise
                 error = (
                     exc
