@@ -115,9 +115,14 @@ class ArchiveRun:
                          (moved rows, new aggregates)                       up into aggregates
       bytes_archived     pg_column_size of the moved rows
 
-    A batch is `with run.batch(conn): ...; run.add(conn, ...)` on an autocommit connection:
-    add() writes the counts to the row inside the batch's transaction (they commit or roll back
-    with the rows they count); the in-memory totals move when the transaction has committed.
+    A batch is, on the run's autocommit connection:
+        with run.batch(conn):        # one transaction, SET LOCAL lock_timeout; SIGTERM stops
+            ...move rows...          #   the run here, before a batch, never inside one
+            run.add(conn, processed=n, archived=n, deleted=n, bytes=b, cursor={"id": last})
+    add() writes the counts (and last_id / cursor: where a rerun resumes) to the row inside the
+    batch's transaction, so they commit or roll back with the rows they count; the in-memory
+    totals move once that transaction has committed. start() and finish() belong to the caller
+    (archive.run_policy): report archiving gets a started run and only adds batches.
     """
 
     job_type: str
