@@ -554,6 +554,7 @@ def _add_backup_parsers(
     bk.set_defaults(func=cmd_backup)
 
     _add_status_parser(sub, store)
+    _add_archive_parser(sub, store)
 
     wp = sub.add_parser("wal-push", parents=[store], help="archive_command: archive one WAL file")
     wp.add_argument("path", help="%%p: path of the WAL file")
@@ -564,6 +565,115 @@ def _add_backup_parsers(
     wf.set_defaults(func=cmd_wal_fetch)
 
     _add_restore_parsers(sub, output, aws, repo, store)
+
+
+ARCHIVE_TYPES = ("logs", "metrics", "reports")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"not a batch size 1-1000000: {text!r}")
+    return value
+
+
+def _add_archive_parser(sub: Any, store: argparse.ArgumentParser) -> None:
+    ar = sub.add_parser(
+        "archive",
+        parents=[store],
+        help="move rows past their archive_policies age to the archives; restore-report ID",
+        usage="dbtier archive (--logs | --metrics | --reports | --all) [--dry-run] "
+        "[--batch-size N] [options]\n       dbtier archive restore-report ID [options]",
+        description="Archive scenario_logs and scenario_metrics (daily aggregates) into their "
+        "monthly partitions and reports to the repository, per archive_policies; batched, "
+        "exactly once, resumable. Exit 4: another run of a policy is running.",
+    )
+    ar.add_argument("words", nargs="*", metavar="restore-report ID", help=argparse.SUPPRESS)
+    for name in ARCHIVE_TYPES:
+        ar.add_argument(f"--{name}", action="store_true", help=f"archive {name}")
+    ar.add_argument("--all", action="store_true", help="every enabled policy")
+    ar.add_argument(
+        "--dry-run", action="store_true", help="print what would move (rows, dates); change nothing"
+    )
+    ar.add_argument(
+        "--batch-size",
+        type=_positive,
+        metavar="N",
+        help="rows per batch transaction (default: the policy's batch_size)",
+    )
+    ar.set_defaults(func=cmd_archive)
+
+
+def _archive_text(results: list[dict[str, Any]]) -> str:
+    lines = []
+    for r in results:
+        head = f"{r['type']}: {r['status']}"
+        if r["status"] in ("skipped", "failed"):
+            lines.append(f"{head} ({r.get('reason') or r.get('error')})")
+        elif r["status"] == "dry-run":
+            what = f"{r.get('rows', 0)} rows would move"
+            if "aggregates" in r:
+                what += f" into {r['aggregates']} daily aggregates"
+            dates = f" ({r['oldest']} .. {r['newest']})" if r.get("oldest") else ""
+            lines.append(f"{head}: {what}{dates}, cutoff {r.get('cutoff')}")
+            if r.get("new_partitions"):
+                lines.append(f"  new partitions: {', '.join(r['new_partitions'])}")
+        else:
+            moved = f"{r['rows_processed']} rows"
+            if r.get("rows_aggregated"):
+                moved += (
+                    f" rolled up into {r['rows_archived']} new daily aggregates"
+                    f" (+{r['aggregates_merged']} merged)"
+                )
+            dates = f" ({r['oldest']} .. {r['newest']})" if r.get("oldest") else ""
+            lines.append(
+                f"{head}: job {r['job_id']}, {moved}{dates} in {r['batches']} batches, "
+                f"{r['seconds']} s ({r['rows_per_second']} rows/s, longest batch "
+                f"{r['longest_batch_ms']} ms), cutoff {r['cutoff']}"
+            )
+    return "\n".join(lines)
+
+
+def cmd_archive(args: argparse.Namespace) -> int:
+    from . import archive, jobs
+
+    jobs.set_quiet(args.quiet)
+    chosen = [t for t in ARCHIVE_TYPES if getattr(args, t)]
+    if args.words:
+        if args.words[0] != "restore-report" or len(args.words) != 2:
+            raise UsageError(
+                f"unexpected argument(s) {' '.join(args.words)}: use 'dbtier archive --logs' "
+                "(or --metrics, --reports, --all) or 'dbtier archive restore-report ID'"
+            )
+        if chosen or args.all or args.dry_run or args.batch_size:
+            raise UsageError(
+                "restore-report takes only a report id (drop --logs/--metrics/--reports/--all, "
+                "--dry-run, --batch-size)"
+            )
+        result = archive.restore_report(_settings(args), args.words[1])
+        _emit(args, result, _kv_text(result))
+        return EXIT_OK
+    if args.all and chosen:
+        raise UsageError(
+            "--all already means every enabled policy: drop --logs/--metrics/--reports"
+        )
+    if not (args.all or chosen):
+        raise UsageError("say what to archive: --logs, --metrics, --reports or --all")
+    results, errors = archive.run(
+        _settings(args),
+        None if args.all else chosen,
+        dry_run=args.dry_run,
+        batch_size=args.batch_size,
+    )
+    _emit(args, {"dry_run": args.dry_run, "policies": results}, _archive_text(results))
+    if errors:
+        for error in errors[1:]:
+            _say(f"dbtier: error: {error}")
+        raise errors[0]
+    return EXIT_OK
 
 
 STATUS_EPILOG = (

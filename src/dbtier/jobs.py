@@ -80,6 +80,7 @@ class Job:
     started: float = field(default_factory=time.time)
     fields: dict[str, Any] = field(default_factory=dict)
     bytes: int = 0
+    rows: int | None = None  # rows the run moved (archive jobs); None = no rows gauge
     record_start: bool = True  # False: the row is written at the end only (restore logical)
 
     def set(self, **values: Any) -> None:
@@ -220,19 +221,23 @@ def _process_alive(pid: int) -> bool:
     return b"dbtier" in cmdline
 
 
+METRIC_SUCCESS = "dbtier_job_last_success_timestamp_seconds"
 METRIC_HELP = {
     "dbtier_job_last_success_timestamp_seconds": "Unix time of the job's last success.",
     "dbtier_job_last_run_timestamp_seconds": "Unix time the job last finished, either way.",
     "dbtier_job_last_status": "1 if the job's last run succeeded, 0 if it failed.",
     "dbtier_job_duration_seconds": "Duration of the job's last run.",
     "dbtier_job_bytes": "Bytes the job's last run produced or moved.",
+    "dbtier_job_rows": "Rows the job's last run moved (archive jobs).",
+    "dbtier_job_failures_total": "Failed runs of the job since its textfile was created.",
 }
 
 
-def _read_previous_success(path: Path) -> float | None:
+def _read_previous(path: Path, name: str) -> float | None:
+    """A value of the job's previous textfile (last success, the failures counter)."""
     try:
         for line in path.read_text().splitlines():
-            if line.startswith("dbtier_job_last_success_timestamp_seconds"):
+            if line.startswith(name + "{"):
                 return float(line.rsplit(" ", 1)[1])
     except (OSError, ValueError, IndexError):
         return None
@@ -245,15 +250,19 @@ def write_metrics(metrics_dir: str | None, job: Job, ok: bool, finished: float) 
         return
     directory = Path(metrics_dir)
     path = directory / f"dbtier_{job.name}.prom"
-    last_success = finished if ok else _read_previous_success(path)
-    values = {
+    last_success = finished if ok else _read_previous(path, METRIC_SUCCESS)
+    failures = int(_read_previous(path, "dbtier_job_failures_total") or 0) + (0 if ok else 1)
+    values: dict[str, float | int] = {
         "dbtier_job_last_run_timestamp_seconds": finished,
         "dbtier_job_last_status": 1 if ok else 0,
         "dbtier_job_duration_seconds": round(finished - job.started, 3),
         "dbtier_job_bytes": job.bytes,
     }
+    if job.rows is not None:
+        values["dbtier_job_rows"] = job.rows
+    values["dbtier_job_failures_total"] = failures
     if last_success is not None:
-        values["dbtier_job_last_success_timestamp_seconds"] = last_success
+        values[METRIC_SUCCESS] = last_success
     lines = []
     for name, value in values.items():
         kind = "counter" if name.endswith("_total") else "gauge"
