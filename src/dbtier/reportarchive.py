@@ -184,8 +184,11 @@ class _Run:
         r = self.result
         if r["failed"]:
             first = r["errors"][0] if r["errors"] else ""
-            stop = "; run stopped early" if r["stopped"] else ""
-            r["error"] = f"{r['failed']} report(s) failed{stop}; first: {first}"
+            stop = ", run stopped early" if r["stopped"] else ""
+            r["error"] = (
+                f"{r['failed']} report(s) failed{stop} (files and rows kept: fix the cause, "
+                f"then rerun); first: {first}"
+            )
 
     # -- the run ---------------------------------------------------------------------------------
 
@@ -220,7 +223,7 @@ class _Run:
 
     def archive(self, cutoff: datetime, batch_size: int) -> None:
         self.store = open_store(self.settings)
-        self.store.bind(None)  # the repository's master key, as backups write with
+        self.store.bind(self.system_identifier())  # the key (and cluster) backups write with
         self.finish_pending()
         while not self.result["stopped"] and (rows := self.candidates(cutoff, batch_size)):
             self.conn.rollback()  # the candidate read holds no lock; each report has its own
@@ -229,6 +232,17 @@ class _Run:
                 self.one(row["id"], cutoff)
                 if self.result["stopped"]:
                     break
+
+    def system_identifier(self) -> str | None:
+        """This cluster's, for a repository bound here first (None where it is not readable)."""
+        try:
+            row = self.conn.execute(
+                "SELECT system_identifier::text FROM pg_control_system()"
+            ).fetchone()
+        except psycopg.errors.InsufficientPrivilege:
+            row = None
+        self.conn.rollback()
+        return row[0] if row else None
 
     def one(self, report_id: Any, cutoff: datetime) -> None:
         conn = self.conn
@@ -543,11 +557,13 @@ def _place_file(
     """Download, check and move the file into place: ("written" | "identical", header)."""
     if dest.exists() and (not dest.is_file() or dest.stat().st_size != row["original_size"]):
         raise UsageError(f"{dest} exists with other content: move it away, then rerun the restore")
-    if row["compressed_size"] is not None and (size := repo.size(key)) != row["compressed_size"]:
-        if size is None:
-            raise DbtierError(f"object {repo.describe()}/{key} not found: cannot restore")
+    size = repo.size(key)
+    if size is None:
+        raise DbtierError(f"object {repo.describe()}/{key} not found: cannot restore")
+    if size != row["compressed_size"]:
         raise DbtierError(
-            f"object {key}: size mismatch (stored {size}, reports_archive {row['compressed_size']})"
+            f"object {key}: size mismatch (stored {size}, reports_archive "
+            f"{row['compressed_size']}): check the object, it is not the archived one"
         )
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
