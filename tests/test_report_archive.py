@@ -265,6 +265,7 @@ def test_a_missing_file_is_recorded_and_its_row_stays(
     assert (first["missing"], first["missing_new"], first["archived"], first["failed"]) == (
         1, 1, 1, 0,
     )  # fmt: skip
+    assert first["error"] is None and first["warning"].startswith("1 report file(s) missing")
     row = live(app["dsn"], gone["id"])
     mark = row["extra_data"]["dbtier_archive"]
     assert row["extra_data"]["note"] == "kept"
@@ -402,6 +403,30 @@ def test_a_report_the_application_holds_is_skipped_not_waited_for(app: dict[str,
     assert live(app["dsn"], held["id"]) is not None and held["path"].exists()
     assert archived(app["dsn"], free["id"]) is not None
     assert run(app)["archived"] == 1  # released: the next run takes it
+
+
+def test_reports_root_reads_the_files_where_this_host_mounts_them(app: dict[str, Any]) -> None:
+    mount = app["files"] / "mnt"
+    stored = "/var/lib/mockupaws/reports/r1.pdf"  # the application's path
+    here = mount / "var/lib/mockupaws/reports/r1.pdf"
+    here.parent.mkdir(parents=True)
+    here.write_bytes(b"%PDF-1.7 report")
+    odd = add_report(app, 400, b"x")
+    with psycopg.connect(app["dsn"]) as conn:
+        report_id = conn.execute(
+            "INSERT INTO reports (scenario_id, created_at, report_format, file_path) "
+            "VALUES (%s, now() - interval '1 year', 'pdf', %s) RETURNING id::text",
+            (app["scenario"], stored),
+        ).fetchone()[0]
+        conn.execute("UPDATE reports SET file_path = 'relative/x.pdf' WHERE id = %s", (odd["id"],))
+    app["settings"].reports_root = str(mount)
+
+    result = run(app)
+    assert (result["archived"], result["failed"]) == (1, 1)
+    assert "is not a plain absolute path: fix the row" in result["errors"][0]
+    assert archived(app["dsn"], report_id)["file_path"] == stored and not here.exists()
+    reportarchive.restore_report(app["settings"], report_id)
+    assert here.read_bytes() == b"%PDF-1.7 report"
 
 
 # ------------------------------------------------------------------------------------ S3 + KMS

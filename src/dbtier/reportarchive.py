@@ -136,6 +136,7 @@ class _Run:
             "date_range": None,
             "errors": [],
             "error": None,
+            "warning": None,
             "stopped": None,
         }
         self.after: tuple[Any, str] | None = None
@@ -182,6 +183,11 @@ class _Run:
 
     def summary(self) -> None:
         r = self.result
+        if r["missing"]:
+            r["warning"] = (
+                f"{r['missing']} report file(s) missing ({r['missing_new']} new): rows kept and "
+                "marked, see reports.extra_data->'dbtier_archive'"
+            )
         if r["failed"]:
             first = r["errors"][0] if r["errors"] else ""
             stop = ", run stopped early" if r["stopped"] else ""
