@@ -22,7 +22,7 @@ from psycopg.rows import dict_row
 
 from dbtier import migrations, reportarchive, reportobject
 from dbtier.config import Settings
-from dbtier.errors import DbtierError, UsageError
+from dbtier.errors import DbtierError, Terminated, UsageError
 from dbtier.repository import FileRepository
 from dbtier.store import Store, open_store
 
@@ -369,6 +369,37 @@ def test_interrupted_runs_are_finished_by_the_next_one(
     assert live(app["dsn"], clash["id"]) is not None and clash["path"].exists()
 
 
+def test_a_restore_between_commit_and_unlink_keeps_the_file(
+    app: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report = add_report(app, 300, os.urandom(3000))
+    unlink = reportarchive._Run.unlink
+
+    def restored_first(self: Any, report_id: Any, path: Path) -> None:
+        assert reportarchive.restore_report(app["settings"], str(report_id))["file"] == "identical"
+        unlink(self, report_id, path)
+
+    monkeypatch.setattr(reportarchive._Run, "unlink", restored_first)
+    assert run(app)["archived"] == 1
+    assert live(app["dsn"], report["id"]) is not None  # the live report again ...
+    assert report["path"].read_bytes() == report["content"]  # ... with its file
+
+
+def test_a_terminated_run_leaves_the_report_as_it_was(
+    app: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report = add_report(app, 300, os.urandom(3000))
+
+    def stopped(*args: Any, **kwargs: Any) -> Any:
+        raise Terminated("terminated by SIGTERM")
+
+    monkeypatch.setattr(reportobject, "read", stopped)  # SIGTERM while verifying the upload
+    with pytest.raises(Terminated):
+        run(app)
+    assert live(app["dsn"], report["id"]) is not None and report["path"].exists()
+    assert not list((app["repo"] / "reports").rglob("*.enc"))  # the unverified object is gone
+
+
 def test_dry_run_counts_and_touches_nothing(app: dict[str, Any]) -> None:
     reports = [add_report(app, 200 + n, os.urandom(1000 * (n + 1))) for n in range(3)]
     add_report(app, 250, None)
@@ -389,6 +420,7 @@ def test_dry_run_counts_and_touches_nothing(app: dict[str, Any]) -> None:
     assert (result["dry_run"], result["selected"], result["missing"]) == (True, 4, 1)
     assert result["bytes_original"] == sum(len(r["content"]) for r in reports)
     assert result["bytes_stored"] is None and result["archived"] == 0
+    assert result["orphans_pending"] == 0
     oldest, newest = result["date_range"]
     assert oldest < newest
 

@@ -75,10 +75,12 @@ VALUES (%(id)s, %(scenario_id)s, %(created_at)s, %(report_format)s, %(file_path)
     %(generated_by)s, %(extra_data)s, %(s3_bucket)s, %(s3_key)s, %(s3_version_id)s,
     %(storage_class)s, 'zstd', %(original_size)s, %(compressed_size)s, %(sha256)s, %(batch)s)
 """
-_PENDING = """
+_PENDING = "SELECT id FROM reports_archive WHERE extra_data ? 'dbtier_archive' ORDER BY archived_at"
+_PENDING_ONE = """
 SELECT id, scenario_id, report_format, file_path, s3_bucket, s3_key, compressed_size, sha256
-FROM reports_archive WHERE extra_data ? 'dbtier_archive' ORDER BY archived_at
+FROM reports_archive WHERE id = %s AND extra_data ? 'dbtier_archive' FOR UPDATE SKIP LOCKED
 """
+_HOLD = "SELECT 1 FROM reports_archive WHERE id = %s FOR UPDATE"
 _CLEAR = "UPDATE reports_archive SET extra_data = extra_data - 'dbtier_archive' WHERE id = %s"
 
 
@@ -138,6 +140,7 @@ class _Run:
             "error": None,
             "warning": None,
             "stopped": None,
+            "orphans_pending": None,  # dry run: stray files a run would remove first
         }
         self.after: tuple[Any, str] | None = None
         self.in_a_row = 0
@@ -258,6 +261,7 @@ class _Run:
             conn.rollback()
             self.result["skipped"] += 1
             return
+        counted = dict(self.result)  # counters as they were, if this report's commit fails
         try:
             path = local_path(self.settings, row["file_path"])
             present = path.is_file()
@@ -270,6 +274,7 @@ class _Run:
             conn.rollback()
             if isinstance(exc, Terminated | psycopg.OperationalError):
                 raise  # stopped, or the database went away: nothing more can be recorded
+            self.result.update(counted)
             self.fail(report_id, first_line(exc))
             self.job.add(processed=1)
             self.checkpoint()
@@ -372,7 +377,7 @@ class _Run:
                 repo.delete(key)
             except DbtierError as gone:
                 log("report_archive.delete_failed", "warning", key=key, error=first_line(gone))
-            if isinstance(exc, DbtierError):
+            if isinstance(exc, DbtierError) and not isinstance(exc, Terminated):
                 raise DbtierError(f"verify after upload failed: {first_line(exc)}") from None
             raise
         return reportobject.Stored(
@@ -389,6 +394,8 @@ class _Run:
     ) -> reportobject.Stored:
         try:
             found = reportobject.read(repo, provider, key, str(row["id"]), None)
+        except Terminated:
+            raise
         except DbtierError as exc:
             raise DbtierError(
                 f"object {key} already exists and does not verify ({first_line(exc)}): "
@@ -404,11 +411,16 @@ class _Run:
         return found
 
     def unlink(self, report_id: Any, path: Path) -> None:
+        """Delete an archived report's local file, under its reports_archive row's lock: a
+        restore_report that won the row meanwhile made the file the live report's again."""
+        held = self.conn.execute(_HOLD, (report_id,)).fetchone()
+        if held is None:
+            self.conn.rollback()
+            return
         try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
+            path.unlink(missing_ok=True)
         except OSError as exc:
+            self.conn.rollback()
             self.result["orphans_left"] += 1
             log("report_archive.unlink_failed", "warning", report=report_id, path=str(path),
                 error=exc.strerror or str(exc))  # fmt: skip
@@ -420,33 +432,47 @@ class _Run:
         """Local files an earlier run archived but did not delete (killed between commit and
         unlink): re-verify the object against the file, then delete the file."""
         assert self.store is not None
-        with self.conn.cursor(row_factory=dict_row) as cur:
-            pending = cur.execute(_PENDING).fetchall()
+        pending = [r[0] for r in self.conn.execute(_PENDING).fetchall()]
         self.conn.rollback()
-        for row in pending:
-            key = reportobject.object_key(row["scenario_id"], row["id"], row["report_format"])
+        for report_id in pending:
+            with self.conn.cursor(row_factory=dict_row) as cur:
+                row = cur.execute(_PENDING_ONE, (report_id,)).fetchone()
+            if row is None:  # restored or being restored meanwhile
+                self.conn.rollback()
+                continue
             try:
                 path = local_path(self.settings, row["file_path"])
                 if path.is_file():
-                    repo = reportobject.repository_at(
-                        self.settings, row["s3_bucket"], row["s3_key"], key
-                    )
-                    found = reportobject.read(repo, self.store.provider, key, str(row["id"]), None)
-                    if (found.size, found.sha256) != (row["compressed_size"], row["sha256"]):
-                        raise DbtierError(f"object {key} differs from what reports_archive says")
-                    if found.raw_sha256 != reportobject.file_digest(path)[1]:
-                        raise DbtierError(f"local file {path} differs from the archived object")
-                    log("report_archive.orphan", "warning", report=row["id"], path=str(path))
+                    self.check_stray(row, path)
                     path.unlink()
                     self.result["orphans_removed"] += 1
+                    log("report_archive.orphan_removed", "warning", report=report_id,
+                        path=str(path))  # fmt: skip
             except (DbtierError, OSError) as exc:
+                self.conn.rollback()
                 if isinstance(exc, Terminated):
                     raise
                 self.result["orphans_left"] += 1
-                self.fail(row["id"], f"stray local file kept: {first_line(exc)}", streak=False)
+                self.fail(report_id, f"stray local file kept: {first_line(exc)}", streak=False)
                 continue
-            self.conn.execute(_CLEAR, (row["id"],))
+            self.conn.execute(_CLEAR, (report_id,))
             self.conn.commit()
+
+    def check_stray(self, row: dict[str, Any], path: Path) -> None:
+        """The object must be the archived one and hold exactly the stray file."""
+        assert self.store is not None
+        key = reportobject.object_key(row["scenario_id"], row["id"], row["report_format"])
+        repo = reportobject.repository_at(self.settings, row["s3_bucket"], row["s3_key"], key)
+        found = reportobject.read(repo, self.store.provider, key, str(row["id"]), None)
+        if (found.size, found.sha256) != (row["compressed_size"], row["sha256"]):
+            raise DbtierError(
+                f"object {key} is not the one reports_archive records: check it, then rerun"
+            )
+        if found.raw_sha256 != reportobject.file_digest(path)[1]:
+            raise DbtierError(
+                f"local file {path} differs from the archived object: keep the right one "
+                "(restore-report refuses to overwrite it), then rerun"
+            )
 
 
 def archive_reports(
