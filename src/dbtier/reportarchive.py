@@ -11,7 +11,8 @@ Per report, oldest first (policy "reports older than 180 days are compressed to 
 3. read the object back and check it (stored SHA-256 and size, authentication, the file's
    SHA-256 after decryption) BEFORE the database changes;
 4. one transaction: INSERT reports_archive, DELETE the reports row, job.checkpoint;
-5. after the commit, delete the local file.
+5. after the commit, delete the local file, under the reports_archive row's lock (a
+   restore_report that took the row back in between keeps the file: it is live again).
 
 A crash between 4 and 5 leaves a stray file: the reports_archive row carries
 extra_data.dbtier_archive.unlink_pending_since from step 4 until the file is gone, and every
@@ -35,6 +36,7 @@ again later reuses it when the file is unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import uuid
@@ -497,6 +499,11 @@ def archive_reports(
         raise UsageError("archive_reports needs an idle connection: commit or roll back first")
     if batch_size < 1:
         raise UsageError(f"batch size must be at least 1, got {batch_size}")
+    if not (policy.get("compress", True) and policy.get("s3_offload", True)):
+        raise UsageError(
+            "report files only move compressed to the repository: set compress and s3_offload "
+            "true in archive_policies (table_name 'reports'), or disable the policy"
+        )
     run = _Run(settings, conn, job)
     try:
         cutoff = conn.execute(
@@ -508,7 +515,10 @@ def archive_reports(
         else:
             run.archive(cutoff, batch_size)
     finally:
-        conn.rollback()  # never leave the caller a transaction (dry run: nothing was written)
+        # Never leave the caller a transaction (dry run: nothing was written); a broken
+        # connection must not hide the error that broke it.
+        with contextlib.suppress(psycopg.Error):
+            conn.rollback()
     run.summary()
     r = run.result
     log("report_archive.done", dry_run=dry_run, selected=r["selected"], archived=r["archived"],
