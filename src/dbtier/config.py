@@ -42,6 +42,7 @@ ENVIRONMENT = {
     "DBTIER_STATUS_MAX_AGE_LOGICAL_HOURS": "status_max_age_logical_hours",
     "DBTIER_STATUS_MAX_AGE_BASE_HOURS": "status_max_age_base_hours",
     "DBTIER_STATUS_MAX_WAL_AGE_SECONDS": "status_max_wal_age_seconds",
+    "DBTIER_REPORTS_ROOT": "reports_root",
 }
 
 # Tables of dbtier.toml whose keys are settings too (an older layout grouped them).
@@ -82,6 +83,11 @@ class Settings:
     status_max_age_base_hours: float = 25.0
     # Newest archived WAL older than this is a problem (0 = 2 x archive_timeout + 60 s).
     status_max_wal_age_seconds: int = 0
+    # `dbtier archive --reports`: where this host sees the application's report files. Empty =
+    # reports.file_path as stored; else the stored absolute path is read below this directory
+    # (/var/lib/mockupaws/reports/x.pdf -> <reports_root>/var/lib/mockupaws/reports/x.pdf), for
+    # a host that mounts the application's volume elsewhere.
+    reports_root: str = ""
     # The tier's scheduled jobs (job -> "30 1 * * * on db1 (postgres)"), written by roles/dbtier
     # from every host of the play, so that `dbtier status` on any host shows all of them.
     schedule: dict[str, str] = field(default_factory=dict)

@@ -44,6 +44,7 @@ class UploadResult:
     sha256: str  # of the stored bytes: what the manifest records and download checks
     raw_size: int  # bytes read from the source
     raw_sha256: str  # of the source bytes: checked again after decryption
+    version_id: str | None = None  # S3 VersionId when the bucket is versioned
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,7 @@ def upload_encrypted(
         sha256=info.sha256,
         raw_size=raw.size,
         raw_sha256=raw.digest.hexdigest(),
+        version_id=info.version_id,
     )
 
 

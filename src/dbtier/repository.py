@@ -70,6 +70,7 @@ class ObjectInfo:
     key: str
     size: int  # bytes as stored
     sha256: str  # hex SHA-256 of the bytes as stored
+    version_id: str | None = None  # S3 VersionId when the bucket is versioned
 
 
 class ObjectNotFound(DbtierError):
@@ -561,8 +562,12 @@ class S3Repository(Repository):
         writer = self._create_only if if_absent else self.client
         if not reader.eof:
             return self._multipart(key, full, first, reader, digest, writer)
-        self._call("PutObject", key, writer.put_object, Key=full, Body=first, **self._extra())
-        return ObjectInfo(key=key, size=len(first), sha256=digest.hexdigest())
+        resp = self._call(
+            "PutObject", key, writer.put_object, Key=full, Body=first, **self._extra()
+        )
+        return ObjectInfo(
+            key=key, size=len(first), sha256=digest.hexdigest(), version_id=resp.get("VersionId")
+        )
 
     def _multipart(
         self,
@@ -597,7 +602,7 @@ class S3Repository(Repository):
                 if not data:  # the previous part ended exactly at EOF
                     break
             parts = uploader.finish()
-            self._call(
+            resp = self._call(
                 "CompleteMultipartUpload",
                 key,
                 completer.complete_multipart_upload,
@@ -611,7 +616,9 @@ class S3Repository(Repository):
             if isinstance(exc, OSError):  # reading the source failed
                 raise DbtierError(f"upload of {key} to {self.url} failed: {exc}") from exc
             raise  # S3 errors already name the key; the source's own errors pass unchanged
-        return ObjectInfo(key=key, size=reader.total, sha256=digest.hexdigest())
+        return ObjectInfo(
+            key=key, size=reader.total, sha256=digest.hexdigest(), version_id=resp.get("VersionId")
+        )
 
     def _abort(self, full: str, upload_id: str) -> None:
         # One try without retries (the line may be what failed): the original error is what
