@@ -26,7 +26,7 @@ from dbtier.errors import DbtierError, Terminated, UsageError
 from dbtier.repository import FileRepository
 from dbtier.store import Store, open_store
 
-from .conftest import SQL_DIR
+from .conftest import SQL_DIR, run_dbtier
 from .support.moto_server import ACCESS_KEY, SECRET_KEY, MotoServer, moto_server_binary
 
 POLICY = {
@@ -613,3 +613,50 @@ def test_a_run_stops_after_failures_in_a_row(
     assert (result["selected"], result["failed"], result["archived"]) == (2, 2, 0)
     assert result["stopped"] and "run stopped early" in result["error"]
     assert all(live(app["dsn"], r["id"]) is not None and r["path"].exists() for r in reports)
+
+
+def test_dbtier_archive_reports_records_its_job_and_fails_on_a_failed_report(
+    app: dict[str, Any], tmp_path: Path
+) -> None:
+    """The whole path an operator runs: `dbtier archive --reports` with its archive_jobs row,
+    exit 0 with a missing file, exit 1 (status partial, file and row kept) with a failed one."""
+    settings = app["settings"]
+    flags = ["--dsn", app["dsn"], "--repo", settings.repository, "--key", settings.key,
+             "--metrics-dir", str(tmp_path / "metrics"), "--json"]  # fmt: skip
+    kept = [add_report(app, 200, os.urandom(5000)), add_report(app, 300, b"csv,data\n", "csv")]
+    missing = add_report(app, 250, None)
+    young = add_report(app, 10, b"recent")
+
+    plan = run_dbtier("archive", "--all", "--dry-run", *flags)
+    assert plan.returncode == 0, plan.stderr
+    [reports] = [p for p in json.loads(plan.stdout)["policies"] if p["type"] == "reports"]
+    assert reports["selected"] == 3 and reports["missing"] == 1
+    assert rows(app["dsn"], "SELECT count(*) AS n FROM archive_jobs")[0]["n"] == 0
+
+    done = run_dbtier("archive", "--reports", *flags)
+    assert done.returncode == 0, done.stderr
+    [result] = json.loads(done.stdout)["policies"]
+    assert (result["status"], result["archived"], result["missing"]) == ("completed", 2, 1)
+    [job] = rows(app["dsn"], "SELECT * FROM archive_jobs")
+    assert (job["job_type"], job["status"], job["records_processed"], job["records_archived"],
+            job["records_deleted"]) == ("reports", "completed", 3, 2, 2)  # fmt: skip
+    assert job["bytes_archived"] == 5000 + len(b"csv,data\n")
+    assert [archived(app["dsn"], r["id"])["archive_batch_id"] for r in kept] == [job["id"]] * 2
+    assert live(app["dsn"], missing["id"]) and live(app["dsn"], young["id"])
+    assert not any(r["path"].exists() for r in kept)
+    prom = (tmp_path / "metrics" / "dbtier_archive_reports.prom").read_text()
+    assert 'dbtier_job_last_status{job="archive_reports"} 1' in prom
+
+    # an object of other content already sits where the next report goes: that report fails
+    bad = add_report(app, 400, b"the real report")
+    key = reportobject.object_key(app["scenario"], bad["id"], "pdf")
+    (app["repo"] / key).parent.mkdir(parents=True, exist_ok=True)
+    (app["repo"] / key).write_bytes(b"something else entirely")
+    failed = run_dbtier("archive", "--reports", *flags)
+    assert failed.returncode == 1
+    assert failed.stderr.strip().splitlines()[-1].startswith("dbtier: error: archive reports:")
+    newest = rows(app["dsn"], "SELECT * FROM archive_jobs ORDER BY id DESC LIMIT 1")[0]
+    assert newest["status"] == "failed" and newest["error_message"]
+    assert live(app["dsn"], bad["id"]) and bad["path"].read_bytes() == b"the real report"
+    prom = (tmp_path / "metrics" / "dbtier_archive_reports.prom").read_text()
+    assert 'dbtier_job_last_status{job="archive_reports"} 0' in prom

@@ -275,7 +275,9 @@ class ArchiveRun:
 
     def finish(self, conn: psycopg.Connection, error: str | None = None) -> str:
         """End the row: completed, or partial (some batches committed) / failed with error."""
-        status = "completed" if error is None else ("partial" if self.processed else "failed")
+        # partial: something moved before the error (a report that only failed moved nothing)
+        moved = self.archived or self.deleted
+        status = "completed" if error is None else ("partial" if moved else "failed")
         if self.id is not None:
             conn.execute(
                 "UPDATE archive_jobs SET status = %s, error_message = %s, "
@@ -660,31 +662,64 @@ def archive_table(conn: psycopg.Connection, run: ArchiveRun, policy: dict[str, A
     return {"partitions_created": sorted(created)}
 
 
-def _reportarchive() -> Any:
-    try:
-        from . import reportarchive  # type: ignore[attr-defined]  # branch h-rep
-    except ImportError:
-        raise UsageError(
-            "this dbtier has no report archiving (module dbtier.reportarchive); upgrade dbtier, "
-            "or archive --logs/--metrics only"
-        ) from None
-    return reportarchive
+class _ReportJob:
+    """reportarchive's view of the run: it counts a report with add(), then writes the counts
+    and its cursor with checkpoint() inside the transaction that moves that report."""
+
+    def __init__(self, run: ArchiveRun) -> None:
+        self.run, self.id = run, run.id
+        self._counts: dict[str, int] = {}
+
+    def add(self, **counts: int) -> None:
+        for name, value in counts.items():
+            self._counts[name] = self._counts.get(name, 0) + value
+
+    def checkpoint(self, conn: psycopg.Connection, cursor: dict[str, Any] | None = None) -> None:
+        counts, self._counts = self._counts, {}
+        self.run.add(conn, cursor=cursor, **counts)
+
+    def sync(self, conn: psycopg.Connection) -> None:
+        """The run's totals from its row: exactly what committed (a report whose transaction
+        rolled back after its checkpoint is not counted)."""
+        if self.id is None:
+            return
+        row = conn.execute(
+            "SELECT records_processed, records_archived, records_deleted, bytes_archived "
+            "FROM archive_jobs WHERE id = %s",
+            (self.id,),
+        ).fetchone()
+        run = self.run
+        run.processed, run.archived, run.deleted, run.bytes = row
+        run.batches = run.processed
+        run._pending = {}
 
 
 def archive_reports(
     settings: Settings, conn: psycopg.Connection, run: ArchiveRun, policy: dict, dry_run: bool
 ) -> dict[str, Any]:
-    """Reports go to the repository (reportarchive); this run's row is started and finished
-    here, reportarchive records its batches with run.batch/run.add."""
-    return dict(
-        _reportarchive().archive_reports(
-            settings, conn, policy, run, dry_run=dry_run, batch_size=run.batch_size
+    """Reports go to the repository (reportarchive), one report per transaction on a session of
+    their own (this run's session keeps the advisory lock); the row is started and finished by
+    the caller. A failed report ends the run partial, exit 1 (reportarchive.raise_for_failures)."""
+    from . import reportarchive
+
+    job = _ReportJob(run)
+    with db.connect(settings.dsn) as reports_conn:
+        reports_conn.execute("SET TimeZone = 'UTC'")
+        reports_conn.commit()
+        result = dict(
+            reportarchive.archive_reports(
+                settings, reports_conn, policy, job, dry_run=dry_run, batch_size=run.batch_size
+            )
         )
-    )
+    job.sync(conn)
+    reportarchive.raise_for_failures(result)
+    return result
 
 
 def restore_report(settings: Settings, report_id: str) -> dict[str, Any]:
-    return dict(_reportarchive().restore_report(settings, report_id))
+    from . import reportarchive
+
+    return dict(reportarchive.restore_report(settings, report_id))
 
 
 def _finish_failed(conn: psycopg.Connection, run: ArchiveRun, exc: BaseException) -> None:

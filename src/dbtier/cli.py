@@ -604,6 +604,11 @@ def _add_archive_parser(sub: Any, store: argparse.ArgumentParser) -> None:
         metavar="N",
         help="rows per batch transaction (default: the policy's batch_size)",
     )
+    ar.add_argument(
+        "--primary-only",
+        action="store_true",
+        help="do nothing (exit 0) when the server is a standby: for the scheduled run",
+    )
     ar.set_defaults(func=cmd_archive)
 
 
@@ -662,6 +667,13 @@ def cmd_archive(args: argparse.Namespace) -> int:
         )
     if not (args.all or chosen):
         raise UsageError("say what to archive: --logs, --metrics, --reports or --all")
+    if args.primary_only:
+        from . import backup
+
+        if backup.is_standby(_settings(args)):
+            jobs.log("archive.skipped", "notice", reason="standby (pg_is_in_recovery)")
+            _emit(args, {"skipped": True, "reason": "standby"}, "skipped: the server is a standby")
+            return EXIT_OK
     results, errors = archive.run(
         _settings(args),
         None if args.all else chosen,
