@@ -666,3 +666,33 @@ def test_sigterm_records_the_run_and_exits_143(database: str) -> None:
     wait_for_sessions_gone(database)
     assert log_rows(database) == original
     assert sql(database, "SELECT count(*) FROM scenario_logs_archive") == [(processed,)]
+
+
+def test_the_sql_of_the_archiving_docs_runs_and_brings_logs_back(database: str) -> None:
+    """Every ```sql block of docs/DATA-ARCHIVING.md, in order, on an archived database: the
+    policy changes, the queries over the unified views, monitoring, and bringing logs back."""
+    from .support.runbook import DOCS, blocks
+
+    prepared(database, scenarios=4, logs=300, metrics=200)
+    done = archive_cli(database, "--logs", "--metrics")
+    assert done.returncode == 0, done.stderr
+    archived_before = sql(database, "SELECT count(*) FROM scenario_logs_archive")[0][0]
+    first = "(SELECT id FROM scenarios ORDER BY created_at LIMIT 1)"
+    theirs = sql(
+        database, f"SELECT count(*) FROM scenario_logs_archive WHERE scenario_id = {first}"
+    )
+    assert archived_before > 0 and theirs[0][0] > 0
+    statements = [b for b in blocks(DOCS / "DATA-ARCHIVING.md") if b.language == "sql"]
+    assert len(statements) >= 4
+    with psycopg.connect(database, autocommit=True) as conn:
+        for block in statements:
+            conn.execute(block.text)  # several statements: the simple query protocol
+    # the policy changes took effect, and the first scenario's logs are live again
+    assert sql(
+        database, "SELECT archive_after_days FROM archive_policies WHERE table_name = %s",
+        ("scenario_logs",),
+    ) == [(540,)]  # fmt: skip
+    after = sql(database, "SELECT count(*) FROM scenario_logs_archive")[0][0]
+    assert after == archived_before - theirs[0][0]
+    assert sql(database, f"SELECT count(*) FROM scenario_logs WHERE scenario_id = {first} "
+               "AND received_at < now() - interval '365 days'")[0][0] == theirs[0][0]  # fmt: skip

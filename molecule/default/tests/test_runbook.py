@@ -23,7 +23,10 @@ HOSTS = {
     "ops1": testinfra.get_host("podman://dbtier-mol-ops1"),
 }
 DB = HOSTS["db1"]
-BLOCKS = {b.id: b for b in shell_blocks(ROOT / "docs" / "BACKUP-RESTORE.md") if b.marker == "run"}
+DOCUMENTS = ("BACKUP-RESTORE.md", "DATA-ARCHIVING.md")
+BLOCKS = {
+    b.id: b for doc in DOCUMENTS for b in shell_blocks(ROOT / "docs" / doc) if b.marker == "run"
+}
 RAN: set[str] = set()
 STATE: dict[str, str] = {}
 
@@ -160,6 +163,24 @@ def test_the_way_back_recovers_the_old_timeline_to_its_end():
 def test_the_schedule_as_cron_has_it():
     cron = run_block("crontab").stdout
     assert "dbtier-job backup base" in cron and "dbtier-job backup full" in cron
+
+
+def test_data_archiving_as_documented():
+    """docs/DATA-ARCHIVING.md on the stack: the dry run changes nothing, the run moves the old
+    logs (the sample data spreads 900 days) into monthly partitions."""
+    old_logs = "SELECT count(*) FROM scenario_logs WHERE received_at < now() - interval '365 days'"
+    before = int(sql(old_logs))
+    assert before > 0
+    plan = run_block("archive-dry-run")
+    assert "logs: dry-run" in plan.stdout, plan.stdout
+    assert int(sql(old_logs)) == before
+    run_block("archive-all")
+    assert sql(old_logs) == "0"
+    assert int(sql("SELECT count(*) FROM scenario_logs_archive")) >= before
+    assert (
+        sql("SELECT last_job_status FROM v_archive_statistics WHERE table_name = 'scenario_logs'")
+        == "completed"
+    )
 
 
 def test_every_run_block_of_the_runbook_was_run():
