@@ -60,7 +60,9 @@ class _Cancelled(Exception):
     """The consumer went away; the producer stops quietly."""
 
 
-class _HashingReader:
+class HashingReader:
+    """Passes a stream through, counting and hashing (SHA-256) what was read."""
+
     def __init__(self, src: BinaryIO) -> None:
         self._src = src
         self.digest = hashlib.sha256()
@@ -71,6 +73,18 @@ class _HashingReader:
         self.digest.update(data)
         self.size += len(data)
         return data
+
+
+def read_exact(handle: Any, size: int) -> bytes:
+    """size bytes from a stream that may return less per read (fewer only at its end)."""
+    parts, remaining = [], size
+    while remaining > 0:
+        part = handle.read(remaining)
+        if not part:
+            break
+        parts.append(part)
+        remaining -= len(part)
+    return b"".join(parts)
 
 
 class _HashingWriter:
@@ -140,7 +154,7 @@ def upload_encrypted(
     cctx = compressor(level, threads)  # bad level: UsageError before anything starts
     q: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_DEPTH)
     cancelled = threading.Event()
-    raw = _HashingReader(src)
+    raw = HashingReader(src)
     failure: list[BaseException] = []
 
     def produce() -> None:
@@ -260,7 +274,7 @@ def download_decrypted(
                 f"object {key}: size mismatch (stored {stored_size}, manifest {expected_size})"
             )
     with repo.open_read(key) as handle:
-        stored = _HashingReader(handle)
+        stored = HashingReader(handle)
         out = decrypt_into(stored, dest, data_key, key)  # type: ignore[arg-type]
     sha256 = stored.digest.hexdigest()
     raw_sha256 = out.digest.hexdigest()

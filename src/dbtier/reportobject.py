@@ -29,7 +29,7 @@ from .config import Settings
 from .crypto import IntegrityError
 from .errors import DbtierError
 from .keys import KeyProvider
-from .pipeline import decrypt_into, upload_encrypted
+from .pipeline import HashingReader, decrypt_into, read_exact, upload_encrypted
 from .repository import FileRepository, Repository, S3Repository, open_repository
 
 MAGIC = b"DBTIERR1"
@@ -104,30 +104,6 @@ def write(
     return Stored(key, result.size, result.sha256, raw[0], raw[1], result.version_id, body)
 
 
-class _Hashing:
-    def __init__(self, src: BinaryIO) -> None:
-        self._src = src
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._src.read(size)
-        self.digest.update(data)
-        self.size += len(data)
-        return data
-
-
-def _read_exact(handle: Any, size: int) -> bytes:
-    parts, remaining = [], size
-    while remaining > 0:
-        part = handle.read(remaining)
-        if not part:
-            break
-        parts.append(part)
-        remaining -= len(part)
-    return b"".join(parts)
-
-
 def read(
     repo: Repository, provider: KeyProvider, key: str, report_id: str, dest: BinaryIO | None
 ) -> Stored:
@@ -135,12 +111,12 @@ def read(
     header's size and SHA-256 and the header must name report_id. dest has data on errors:
     write to a scratch file. ObjectNotFound when absent."""
     with repo.open_read(key) as handle:
-        stored = _Hashing(handle)
-        lead = _read_exact(stored, _LEAD.size)
+        stored = HashingReader(handle)
+        lead = read_exact(stored, _LEAD.size)
         if len(lead) < _LEAD.size or lead[:8] != MAGIC:
             raise IntegrityError(f"object {key}: not a dbtier report object (bad magic or empty)")
         length = _LEAD.unpack(lead)[1]
-        raw = _read_exact(stored, length) if length <= MAX_HEADER else b""
+        raw = read_exact(stored, length) if length <= MAX_HEADER else b""
         if len(raw) != length:
             raise IntegrityError(f"object {key}: header truncated or corrupted")
         doc = seal.parse(raw, "report", f"object {key}")

@@ -39,7 +39,7 @@ from .config import Settings
 from .crypto import IntegrityError
 from .errors import DbtierError, UsageError
 from .jobs import Job, log, run_job
-from .pipeline import decrypt_into, upload_encrypted
+from .pipeline import decrypt_into, read_exact, upload_encrypted
 from .repository import ObjectExists, ObjectNotFound, Repository
 from .store import Store, open_store
 
@@ -108,17 +108,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _read_exact(handle: BinaryIO, size: int) -> bytes:
-    parts, remaining = [], size
-    while remaining > 0:
-        part = handle.read(remaining)
-        if not part:
-            break
-        parts.append(part)
-        remaining -= len(part)
-    return b"".join(parts)
-
-
 def _encode_header(name: str, body: dict[str, Any], data_key: bytes) -> bytes:
     raw = seal.seal("wal", catalog.wal_key(name), body, data_key)
     return _LEAD.pack(WAL_MAGIC, len(raw)) + raw
@@ -127,11 +116,11 @@ def _encode_header(name: str, body: dict[str, Any], data_key: bytes) -> bytes:
 def read_header(handle: BinaryIO, name: str, store: Store) -> tuple[dict[str, Any], bytes]:
     """(authenticated header, data key) of an archived WAL object; handle stays at the stream."""
     key = catalog.wal_key(name)
-    lead = _read_exact(handle, _LEAD.size)
+    lead = read_exact(handle, _LEAD.size)
     if len(lead) < _LEAD.size or lead[:8] != WAL_MAGIC:
         raise IntegrityError(f"WAL object {name}: not a dbtier WAL object (bad magic or empty)")
     length = _LEAD.unpack(lead)[1]
-    raw = _read_exact(handle, length) if length <= MAX_HEADER else b""
+    raw = read_exact(handle, length) if length <= MAX_HEADER else b""
     if len(raw) != length:
         raise IntegrityError(f"WAL object {name}: header truncated or corrupted")
     doc = seal.parse(raw, "wal", key)
