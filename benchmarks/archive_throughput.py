@@ -98,8 +98,18 @@ def percentiles(samples: list[float]) -> dict[str, float]:
 
 def archive(dsn: str, kind: str) -> tuple[float, dict]:
     started = time.monotonic()
+    batch = os.environ.get("BENCH_ARCHIVE_BATCH")  # default: the policy's batch_size
     proc = subprocess.run(
-        [DBTIER, "archive", f"--{kind}", "--json", "--quiet", "--dsn", dsn],
+        [
+            DBTIER,
+            "archive",
+            f"--{kind}",
+            "--json",
+            "--quiet",
+            "--dsn",
+            dsn,
+            *(["--batch-size", batch] if batch else []),
+        ],  # fmt: skip
         capture_output=True,
         text=True,
         check=False,
@@ -164,6 +174,15 @@ def main() -> None:
         inserter.stopped.set()
         inserter.join()
         after = sizes(dsn)
+        # The live tables keep their size (the space is free for new rows); what compacting
+        # them would give back, as a maintenance window (or pg_repack) would:
+        progress("VACUUM FULL of the live tables (measuring the space archiving freed) ...")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("VACUUM FULL scenario_logs, scenario_metrics")
+            aggregates = conn.execute(
+                "SELECT count(*) FROM scenario_metrics_archive WHERE is_aggregated"
+            ).fetchone()[0]
+        compacted = sizes(dsn)
     finally:
         cluster.destroy()
         shutil.rmtree(work, ignore_errors=True)
@@ -182,16 +201,22 @@ def main() -> None:
     for name, lat in (("idle", idle_latency), ("while archiving", busy_latency)):
         print(f"{name:<22} {lat['n']:>7} {lat['p50_ms']:>8} {lat['p99_ms']:>8} {lat['max_ms']:>8}")
     print(f"p99 while archiving / idle: {ratio:.2f}x (inserter errors: {inserter.errors})")
-    print(f"\n{'relation (with indexes)':<26} {'before MiB':>11} {'after MiB':>10}")
+    print(f"metrics: {metric_result['policies'][0]['rows_processed']:,} raw rows became "
+          f"{aggregates:,} daily aggregates")  # fmt: skip
+    print(f"\n{'relation (with indexes), MiB':<30} {'before':>8} {'after':>8} {'compacted':>10}")
     for name in before:
-        print(f"{name:<26} {before[name] / 2**20:>11.0f} {after[name] / 2**20:>10.0f}")
+        print(f"{name:<30} {before[name] / 2**20:>8.0f} {after[name] / 2**20:>8.0f} "
+              f"{compacted[name] / 2**20:>10.0f}")  # fmt: skip
+    total = [sum(d.values()) / 2**20 for d in (before, after, compacted)]
+    print(f"{'total':<30} {total[0]:>8.0f} {total[1]:>8.0f} {total[2]:>10.0f}")
     summary = {
         "logs": logs,
         "old_logs": old,
         "archive_logs": {"seconds": log_seconds, **log_result["policies"][0]},
         "archive_metrics": {"seconds": metric_seconds, **metric_result["policies"][0]},
         "insert_latency": {"idle": idle_latency, "archiving": busy_latency, "p99_ratio": ratio},
-        "sizes": {"before": before, "after": after},
+        "sizes": {"before": before, "after": after, "compacted": compacted},
+        "metric_aggregates": aggregates,
     }
     out = ROOT / ".run" / "bench-archive.json"
     out.parent.mkdir(exist_ok=True)
