@@ -634,10 +634,16 @@ def _archive_text(results: list[dict[str, Any]]) -> str:
                     f" (+{r['aggregates_merged']} merged)"
                 )
             dates = f" ({r['oldest']} .. {r['newest']})" if r.get("oldest") else ""
+            longest = (
+                f", longest batch {r['longest_batch_ms']} ms" if r.get("longest_batch_ms") else ""
+            )
+            extra = "".join(
+                f", {r[k]} {k}" for k in ("archived", "missing", "failed") if r.get(k) is not None
+            )
             lines.append(
                 f"{head}: job {r['job_id']}, {moved}{dates} in {r['batches']} batches, "
-                f"{r['seconds']} s ({r['rows_per_second']} rows/s, longest batch "
-                f"{r['longest_batch_ms']} ms), cutoff {r['cutoff']}"
+                f"{r['seconds']} s ({r['rows_per_second']} rows/s{longest}){extra}, "
+                f"cutoff {r['cutoff']}"
             )
     return "\n".join(lines)
 
