@@ -1174,6 +1174,12 @@ def test_primary_only_backups_skip_a_standby(
         assert f"event=backup_{action}.skipped" in skipped.stderr  # in the cron log despite --quiet
         assert "reason=standby" in skipped.stderr
     assert not list((store["repo"]).glob("backups/*"))  # nothing written
+    # the nightly archive run from the ops host, pointed at a standby: nothing, exit 0
+    archived = cli(store, "archive", "--all", "--primary-only", "--quiet", "--json",
+                   dsn=standby_cluster.dsn())  # fmt: skip
+    assert archived.returncode == 0, archived.stderr
+    assert json.loads(archived.stdout) == {"skipped": True, "reason": "standby"}
+    assert "event=archive.skipped" in archived.stderr
 
     made = cli(store, "backup", "full", "--primary-only", "--json", dsn=source_db)
     assert made.returncode == 0, made.stderr
