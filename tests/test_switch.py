@@ -227,6 +227,7 @@ def test_switch_puts_the_recovered_cluster_into_service(debian: Debian) -> None:
     for step in switch.STEPS:
         assert f"event=switch.{step}" in done.stderr
     assert result["switched"] is True and result["timeline"] == 2
+    assert result["live_timeline"] == 1  # what the way back recovers
     [aside] = debian.asides()
     assert result["kept_directory"] == str(aside) and (aside / "PG_VERSION").is_file()
     assert result["remove_kept"] == f"rm -rf {aside}"

@@ -5,8 +5,10 @@ The switch then, on the database host and as root:
 
 1. preflight  DIR is a promoted, cleanly shut down copy of the live Debian cluster (same system
               identifier, a higher timeline), not running, on the live data directory's filesystem
-2. stop       the live cluster (systemctl, else pg_ctlcluster): a clean shutdown, whose archiver
-              pushes the old timeline's last complete WAL
+2. stop       the live cluster: first its current WAL segment is closed (pg_switch_wal) and
+              archived, so the old timeline is in the archive up to the switch (the way back is
+              a PITR of it: --target latest --target-timeline <live_timeline>); then a clean
+              shutdown (systemctl, else pg_ctlcluster)
 3. move_aside the live data directory to <datadir>.pre-switch-<UTC stamp> (kept, never deleted)
 4. move_in    DIR to the live data directory's path (rename), owner postgres, mode 0700
 5. clear_recovery  dbtier's "# dbtier recovery" block of postgresql.auto.conf, recovery.signal,
@@ -545,6 +547,7 @@ def _plan(
         "recovered_directory": str(directory),
         "kept_directory": state["aside"],
         "timeline": state["timeline"],
+        "live_timeline": state.get("live_timeline"),
         "recovery_target": state.get("recovery_target"),
         "state_file": str(live.state_file),
         "warning": f"EVERY COMMIT MADE TO THE LIVE CLUSTER AFTER {target} IS LOST FROM SERVICE "
