@@ -109,7 +109,7 @@ def archive(dsn: str, kind: str) -> tuple[float, dict]:
             "--dsn",
             dsn,
             *(["--batch-size", batch] if batch else []),
-        ],  # fmt: skip
+        ],
         capture_output=True,
         text=True,
         check=False,
