@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import socket
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -29,11 +28,10 @@ from .config import Settings
 from .crypto import IntegrityError
 from .errors import DbtierError
 from .keys import KeyProvider
-from .pipeline import HashingReader, decrypt_into, read_exact, upload_encrypted
+from .pipeline import HashingReader, decrypt_into, upload_encrypted
 from .repository import FileRepository, Repository, S3Repository, open_repository
 
 MAGIC = b"DBTIERR1"
-_LEAD = struct.Struct(">8sI")
 MAX_HEADER = 256 << 10  # the report row's extra_data rides along
 FILE_MARKER = "file://"  # s3_bucket of a file:// repository (no S3 bucket name has "://")
 
@@ -95,7 +93,7 @@ def write(
             handle,
             data_key,
             level=level,
-            prefix=_LEAD.pack(MAGIC, len(sealed)) + sealed,
+            prefix=seal.frame(MAGIC, sealed),
             if_absent=True,
         )
     if (result.raw_size, result.raw_sha256) != raw:
@@ -112,13 +110,7 @@ def read(
     write to a scratch file. ObjectNotFound when absent."""
     with repo.open_read(key) as handle:
         stored = HashingReader(handle)
-        lead = read_exact(stored, _LEAD.size)
-        if len(lead) < _LEAD.size or lead[:8] != MAGIC:
-            raise IntegrityError(f"object {key}: not a dbtier report object (bad magic or empty)")
-        length = _LEAD.unpack(lead)[1]
-        raw = read_exact(stored, length) if length <= MAX_HEADER else b""
-        if len(raw) != length:
-            raise IntegrityError(f"object {key}: header truncated or corrupted")
+        raw = seal.read_frame(stored, MAGIC, MAX_HEADER, f"object {key}", "report")
         doc = seal.parse(raw, "report", f"object {key}")
         try:
             data_key = provider.unwrap(doc["body"]["data_key"])

@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from typing import Any
+import struct
+from typing import Any, BinaryIO
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -71,3 +72,25 @@ def verify(doc: dict[str, Any], kind: str, context: str, data_key: bytes, where:
     expected = _mac(kind, context, doc["body"], data_key)
     if not hmac.compare_digest(expected, doc["mac"]):
         raise IntegrityError(f"{where}: authentication failed (edited, corrupted or moved)")
+
+
+# A sealed document in front of a stream (WAL and report objects): magic, length, document.
+_LEAD = struct.Struct(">8sI")
+
+
+def frame(magic: bytes, sealed: bytes) -> bytes:
+    return _LEAD.pack(magic, len(sealed)) + sealed
+
+
+def read_frame(handle: BinaryIO, magic: bytes, limit: int, what: str, noun: str) -> bytes:
+    """The sealed document framed at the start of handle (left at the stream after it)."""
+    from .pipeline import read_exact  # pipeline imports crypto, which this module also does
+
+    lead = read_exact(handle, _LEAD.size)
+    if len(lead) < _LEAD.size or lead[:8] != magic:
+        raise IntegrityError(f"{what}: not a dbtier {noun} object (bad magic or empty)")
+    length = _LEAD.unpack(lead)[1]
+    raw = read_exact(handle, length) if length <= limit else b""
+    if len(raw) != length:
+        raise IntegrityError(f"{what}: header truncated or corrupted")
+    return raw

@@ -39,7 +39,7 @@ from .config import Settings
 from .crypto import IntegrityError
 from .errors import DbtierError, UsageError
 from .jobs import Job, log, run_job
-from .pipeline import decrypt_into, read_exact, upload_encrypted
+from .pipeline import decrypt_into, upload_encrypted
 from .repository import ObjectExists, ObjectNotFound, Repository
 from .store import Store, open_store
 
@@ -50,7 +50,6 @@ FETCH_ABORT = 126
 FETCH_ATTEMPTS = 3
 
 WAL_MAGIC = b"DBTIERW2"
-_LEAD = struct.Struct(">8sI")
 MAX_HEADER = 64 << 10
 # XLogLongPageHeaderData: xlp_magic u16, xlp_info u16, xlp_tli u32, xlp_pageaddr u64,
 # xlp_rem_len u32 (+4 padding), xlp_sysid u64, xlp_seg_size u32, xlp_xlog_blcksz u32.
@@ -110,19 +109,13 @@ def _sha256(path: Path) -> str:
 
 def _encode_header(name: str, body: dict[str, Any], data_key: bytes) -> bytes:
     raw = seal.seal("wal", catalog.wal_key(name), body, data_key)
-    return _LEAD.pack(WAL_MAGIC, len(raw)) + raw
+    return seal.frame(WAL_MAGIC, raw)
 
 
 def read_header(handle: BinaryIO, name: str, store: Store) -> tuple[dict[str, Any], bytes]:
     """(authenticated header, data key) of an archived WAL object; handle stays at the stream."""
     key = catalog.wal_key(name)
-    lead = read_exact(handle, _LEAD.size)
-    if len(lead) < _LEAD.size or lead[:8] != WAL_MAGIC:
-        raise IntegrityError(f"WAL object {name}: not a dbtier WAL object (bad magic or empty)")
-    length = _LEAD.unpack(lead)[1]
-    raw = read_exact(handle, length) if length <= MAX_HEADER else b""
-    if len(raw) != length:
-        raise IntegrityError(f"WAL object {name}: header truncated or corrupted")
+    raw = seal.read_frame(handle, WAL_MAGIC, MAX_HEADER, f"WAL object {name}", "WAL")
     doc = seal.parse(raw, "wal", key)
     try:
         data_key = store.provider.unwrap(doc["body"]["data_key"])
