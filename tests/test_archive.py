@@ -75,6 +75,13 @@ def one_line(proc: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
+def wait_for(condition, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
 def jobs_of(dsn: str, job_type: str) -> list[tuple]:
     return sql(
         dsn,
@@ -622,8 +629,13 @@ def test_killed_metrics_runs_aggregate_exactly_once(database: str) -> None:
     sql(database, "CREATE TABLE metrics_seen AS SELECT * FROM scenario_metrics")
     rng = random.Random(11)
     for _ in range(3):
+        before = sql(database, "SELECT coalesce(max(id), 0) FROM archive_jobs")[0][0]
         proc = start_cli(database, "--metrics", "--batch-size", "1")
-        time.sleep(rng.uniform(0.8, 1.4))
+        # this run must have recorded itself and moved something, and not be finished
+        query = ("SELECT count(*) FROM archive_jobs WHERE status = 'running' "
+                 f"AND records_processed > 0 AND id > {before}")  # fmt: skip
+        wait_for(lambda q=query: sql(database, q)[0][0] == 1)
+        time.sleep(rng.uniform(0.0, 0.2))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         wait_for_sessions_gone(database)
@@ -639,7 +651,9 @@ def test_killed_metrics_runs_aggregate_exactly_once(database: str) -> None:
     ) == sql(database, "SELECT count(*) FROM metrics_seen")
     *killed, last = jobs_of(database, "metrics")
     assert len(killed) == 3 and last[1] == "completed"
-    assert all(k[1] in ("partial", "failed") and k[3].startswith("interrupted") for k in killed)
+    assert all(k[1] in ("partial", "failed") and k[3].startswith("interrupted") for k in killed), (
+        killed
+    )
     assert any(k[2] for k in killed), "no killed run got anywhere"
     assert killed[-1][5]["scenario_id"]  # the resume cursor
     # every run's counts, summed, are the rolled-up samples: each counted once
