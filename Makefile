@@ -10,7 +10,7 @@ SYSSTAMP  := .run/.system-deps
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help setup system-deps containers lint checkov test test-quick test-molecule test-terraform demo demo-down bench bench-backup bench-archive lock clean
+.PHONY: help setup system-deps containers lint checkov test test-quick test-molecule test-terraform demo demo-down bench bench-quick bench-archive lock clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -55,12 +55,13 @@ test-molecule: setup  ## the Molecule scenarios (real containers with systemd; s
 test-terraform: setup  ## Terraform: static checks, inventory script, apply against moto_server
 	$(BIN)/pytest tests/terraform
 
-bench: bench-backup bench-archive  ## every benchmark (prints figures, asserts nothing)
+bench: setup  ## every speed claim side by side (scale 2.5 ≈ 2.5 GB, 3 reps): bench/results/, docs/BENCHMARKS.md
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
-bench-backup: setup  ## backup/restore throughput on a ~2.5 GB pgbench cluster (BENCH_SCALE=170)
-	$(PY) benchmarks/backup_throughput.py
+bench-quick: setup  ## make bench at a tiny scale, 1 rep, into a temporary directory (smoke test, also in make test)
+	$(PY) -m benchmarks --quick $(BENCH_ARGS)
 
-bench-archive: setup  ## dbtier archive rows/s on 5 M log rows, insert p99 idle vs while archiving
+bench-archive: setup  ## dbtier archive rows/s on 5 M log rows, insert p99 idle vs archiving (not in bench)
 	$(PY) benchmarks/archive_throughput.py
 
 demo: setup  ## local stack in a podman pod: site.yml, sample data, summary (rerun: no change)

@@ -728,31 +728,45 @@ def _table(section: dict, size_base: int, size_ref: str | None = None) -> list[s
 
 
 def _chart(section: dict, ctx: Context) -> str:
+    """backup.png: MB/s of data per variant (median bar; whiskers: slowest and fastest run), one
+    panel per comparison."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     db = section["database"]
-    rows = []
-    for key, size in (("logical", db["database_bytes"]), ("physical", db["cluster_bytes"])):
-        for name, v in section[key]["variants"].items():
-            w = v["wall"]
-            rows.append(
-                (name, size / w["median"] / 1e6, size / w["max"] / 1e6, size / w["min"] / 1e6, key)
-            )
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))
-    names = [r[0] for r in rows][::-1]
-    med = [r[1] for r in rows][::-1]
-    lo = [r[1] - r[2] for r in rows][::-1]
-    hi = [r[3] - r[1] for r in rows][::-1]
-    colors = [
-        ("#2b7bba" if "dbtier" in r[0] else "#999999" if "/dev/null" in r[0] else "#e08a2b")
-        for r in rows
-    ][::-1]
-    ax.barh(names, med, xerr=[lo, hi], color=colors, capsize=3)
-    ax.set_xlabel("MB/s of database size (median; whiskers: slowest and fastest run)")
-    ax.set_title(f"Backup throughput, {db['database_bytes'] / 1e9:.2f} GB database")
+    panels = [
+        ("logical", "Logical backup: MB/s of the database", db["database_bytes"]),
+        ("physical", "Base backup: MB/s of the cluster", db["cluster_bytes"]),
+        ("logical_restore", "Logical restore: MB/s of the database", db["database_bytes"]),
+        ("base_restore", "Base restore: MB/s of the cluster", db["cluster_bytes"]),
+    ]
+    heights = [len(section[key]["variants"]) + 1.2 for key, _, _ in panels]
+    fig, axes = plt.subplots(
+        len(panels),
+        1,
+        figsize=(8, 0.42 * sum(heights) + 1),
+        gridspec_kw={"height_ratios": heights},
+    )
+    for ax, (key, title, size) in zip(axes, panels, strict=True):
+        variants = list(section[key]["variants"].items())[::-1]
+        names = [name for name, _ in variants]
+        med = [size / v["wall"]["median"] / 1e6 for _, v in variants]
+        slow = [m - size / v["wall"]["max"] / 1e6 for m, (_, v) in zip(med, variants, strict=True)]
+        fast = [size / v["wall"]["min"] / 1e6 - m for m, (_, v) in zip(med, variants, strict=True)]
+        colors = [
+            "#2b7bba" if "dbtier" in n else "#999999" if "/dev/null" in n else "#e08a2b"
+            for n in names
+        ]
+        ax.barh(names, med, xerr=[slow, fast], color=colors, capsize=3)
+        ax.set_title(title, fontsize=10, loc="left")
+        ax.tick_params(labelsize=8)
+    fig.suptitle(
+        f"{db['database_bytes'] / 1e9:.2f} GB database, {db['cluster_bytes'] / 1e9:.2f} GB "
+        "cluster (blue: dbtier; grey: the limit; orange: the peers)",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(ctx.assets / "backup.png", dpi=100)
     plt.close(fig)

@@ -7,6 +7,7 @@ PACKAGES=(
   postgresql-15 postgresql-client-15   # the server the tests start, pg_dump/pg_restore/psql
   pgbouncer                            # the real pooler the tests start
   pgbackrest                           # the peer `make bench` measures dbtier against
+  zstd openssl                         # make bench: pg_basebackup | zstd -T2, the old pg_dump | gzip | openssl pipeline
   podman runc debootstrap uidmap       # the local container stack and Molecule
   catatonit                            # init of the pods' infra (pause) container; only recommended
   containernetworking-plugins iptables # the pod's network (bridge, port mapping); Recommends/Suggests

@@ -1,0 +1,101 @@
+"""`make bench-quick`: the whole benchmark at a tiny scale runs and its report renders.
+
+A smoke test of the machinery (every suite in the tree, the results file, the report with each
+section and its charts); it asserts nothing about speed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def suites_in_tree() -> dict[str, str]:
+    """NAME -> TITLE of every benchmarks/suite_<name>.py of the harness's list present here."""
+    from benchmarks.__main__ import SUITES
+
+    found = {}
+    for name in SUITES:
+        if (ROOT / "benchmarks" / f"suite_{name}.py").exists():
+            module = importlib.import_module(f"benchmarks.suite_{name}")
+            found[module.NAME] = module.TITLE
+    return found
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench-quick")
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "[bench " in proc.stderr  # progress lines
+    return out
+
+
+def test_results_file_has_every_suite_of_the_tree(quick_run: Path) -> None:
+    (results_file,) = quick_run.glob("*.json")
+    results = json.loads(results_file.read_text())
+    assert set(results["suites"]) == set(suites_in_tree())
+    assert results["options"]["quick"] is True
+    assert results["options"]["reps"] == 1
+    assert results["machine"]["cores"] >= 1
+    assert results["versions"]["postgresql"]
+    assert results["versions"]["dbtier_commit"]
+    assert results["started"] <= results["finished"]
+
+
+def test_report_renders_every_section_with_valid_charts(quick_run: Path) -> None:
+    report = (quick_run / "BENCHMARKS.md").read_text()
+    assert "do not edit" in report
+    assert "## The machine" in report
+    assert "make bench-quick" in report
+    assert "## Targets" in report
+    for title in suites_in_tree().values():
+        assert f"## {title}\n" in report
+    charts = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", report)
+    if "backup" in suites_in_tree():
+        assert "bench/backup.png" in charts
+    for chart in charts:
+        assert (quick_run / chart).read_bytes()[:8] == PNG, chart
+
+
+def test_render_only_rewrites_the_same_report(quick_run: Path, tmp_path: Path) -> None:
+    (results_file,) = quick_run.glob("*.json")
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--render-only", str(results_file), "--out", tmp_path],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "BENCHMARKS.md").read_text() == (quick_run / "BENCHMARKS.md").read_text()
+
+
+def test_an_unknown_suite_is_a_one_line_usage_error() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--only", "nope"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "unknown suite nope" in proc.stderr
