@@ -74,7 +74,7 @@ def load_database(ctx: Context, dsn: str) -> dict:
         return {"loader": f"dbtier sample-data --scale {ctx.scale:g}"}
     # Fallback (before `--scale` exists): about 55 % sample data, 45 % pgbench by size.
     scenarios = max(20, round(200 * ctx.scale))
-    logs = max(1000, round(1_200_000 * ctx.scale))
+    logs = max(1000, round(1_100_000 * ctx.scale))
     size = sampledata.SampleSize(
         scenarios=scenarios,
         logs_per_scenario=logs // scenarios,
@@ -83,7 +83,7 @@ def load_database(ctx: Context, dsn: str) -> dict:
     )
     sampledata.load(dsn, size)
     loader = f"dbtier.sampledata.load({size}) (no `sample-data --scale` in this checkout)"
-    pgbench_scale = round(30 * ctx.scale)
+    pgbench_scale = round(27 * ctx.scale)
     if pgbench_scale >= 1:
         pgbench = str(pg_bindir(15, "pgbench") / "pgbench")
         run_command([pgbench, "-i", "-q", "-s", str(pgbench_scale), "-d", dsn])
@@ -866,6 +866,22 @@ def _why(t: dict, section: dict) -> str:
             f"{name}: dbtier {br['dbtier unpack']['wall']['median']:.1f} s vs pgBackRest "
             f"{br['pgBackRest restore']['wall']['median']:.1f} s: dbtier decrypts, decompresses "
             "and untars one stream, pgBackRest restores files with process-max 2"
+        )
+    lg = section["logical"]["variants"]
+    full = lg["dbtier backup full (file://)"]
+    if name.startswith("logical"):
+        return (
+            f"{name}: measured {t['measured']:.2f} against {t['limit']:g}; dbtier backup full "
+            f"{full['wall']['median']:.1f} s wall, {full['cpu']['median']:.1f} s client CPU "
+            f"(pg_dump -Fc -Z0, zstd, AES-256-GCM, the repository write, row counts) vs raw "
+            f"pg_dump {lg['pg_dump > /dev/null']['wall']['median']:.1f} s"
+        )
+    if name.startswith("PITR"):
+        p = section["pitr"]
+        return (
+            f"{name}: {t['measured']:.1f} s for the unpack of the base backup and the replay of "
+            f"{p['wal_bytes_to_replay'] / 1e6:,.0f} MB of WAL fetched one segment at a time by "
+            "restore_command"
         )
     return f"{name}: measured {t['measured']:.2f} against {t['limit']:g}"
 
