@@ -8,6 +8,10 @@ A suite is a module `benchmarks/suite_<name>.py` with
     def render(section: dict, ctx: Context) -> str   # markdown for that section; may write PNGs
                                                      # into ctx.assets and link them relatively
 
+The harness (`python -m benchmarks`, benchmarks/__main__.py) runs the suites in a fixed order,
+writes every section into one results JSON and renders docs/BENCHMARKS.md: every target() dict
+found anywhere in a section also goes into the report's summary table of targets.
+
 Rules (issue 12): same machine, same data, same run; variants alternate (round robin, the order
 rotated each repetition), at least 3 repetitions outside --quick; report min/median/max of wall
 time, of the client's CPU (user+sys of the commands and their children) and of the whole
