@@ -310,6 +310,17 @@ def _scratch() -> Path:
     return work
 
 
+def keep_partial(results: dict, results_path: Path, suite: str, message: str) -> None:
+    """What was measured before a suite failed, beside where the results would have gone (a
+    20-minute run that fails at the end still leaves its figures)."""
+    partial = results_path.with_suffix(".failed.json")
+    results["failed"] = {"suite": suite, "error": message}
+    results["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    progress(f"suite {suite} failed; what was measured before is in {partial}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.render_only:
@@ -351,16 +362,16 @@ def main(argv: list[str] | None = None) -> int:
             progress(f"suite {name}: {module.TITLE}")
             try:
                 results["suites"][module.NAME] = module.run(ctx)
-            except SystemExit:
-                raise  # run_command's one-line error, already saying what failed
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:  # one line, not a traceback
-                detail = str(exc).strip().splitlines()
-                sys.exit(
-                    f"bench: suite {name} failed: {type(exc).__name__}: "
-                    f"{detail[-1] if detail else ''}"
-                )
+            except (SystemExit, KeyboardInterrupt, Exception) as exc:
+                if isinstance(exc, SystemExit) and isinstance(exc.code, str):
+                    message = exc.code.removeprefix("bench: ")  # run_command's, saying what
+                elif isinstance(exc, SystemExit | KeyboardInterrupt):
+                    raise
+                else:  # one line, not a traceback
+                    detail = str(exc).strip().splitlines()
+                    message = f"{type(exc).__name__}: {detail[-1] if detail else ''}"
+                keep_partial(results, results_path, name, message)
+                sys.exit(f"bench: suite {name} failed: {message}")
             progress(f"suite {name}: done")
     finally:
         shutil.rmtree(work, ignore_errors=True)

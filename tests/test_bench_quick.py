@@ -99,3 +99,35 @@ def test_an_unknown_suite_is_a_one_line_usage_error() -> None:
     )
     assert proc.returncode == 2
     assert "unknown suite nope" in proc.stderr
+
+
+def test_a_failing_suite_stops_the_run_with_one_line_and_keeps_what_was_measured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import types
+
+    from benchmarks import __main__ as harness
+
+    def fake(name: str, fails: bool) -> types.ModuleType:
+        module = types.ModuleType(f"benchmarks.suite_{name}")
+        module.NAME, module.TITLE = name, name
+
+        def run(ctx: object) -> dict:
+            if fails:
+                raise RuntimeError("first line\nthe server went away")
+            return {"measured": 1}
+
+        module.run = run
+        return module
+
+    suites = {"queries": fake("queries", False), "backup": fake("backup", True)}
+    monkeypatch.setattr(harness, "load_suite", lambda name: suites.get(name))
+    with pytest.raises(SystemExit) as stopped:
+        harness.main(["--out", str(tmp_path), "--reps", "1"])
+    assert stopped.value.code == ("bench: suite backup failed: RuntimeError: the server went away")
+    (partial,) = tmp_path.glob("*.failed.json")
+    results = json.loads(partial.read_text())
+    assert results["suites"] == {"queries": {"measured": 1}}
+    assert results["failed"]["suite"] == "backup"
+    assert results["skipped"] == []  # wal and pgbouncer come after the failure
+    assert not (tmp_path / "BENCHMARKS.md").exists()
