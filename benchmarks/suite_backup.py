@@ -456,13 +456,16 @@ def base_restore(b: Bench, dbtier_base: str, pgbr_label: str) -> tuple[dict, dic
     psql = b.tool("psql")
     up = dirs["pgBackRest restore + start"]
     port = free_port()
+    promoted = (
+        f'[ "$({psql} -h {up.parent} -p {port} -d postgres -Atc '
+        "'SELECT pg_is_in_recovery()' 2>/dev/null)\" = f ]"
+    )
     start = (
         f"{b.pgbackrest} restore --set={pgbr_label} --pg1-path={up} --type=immediate "
         f"--target-action=promote && {pg_ctl} start -w -D {up} -l {up.parent}/postgres.log "
         f"-o '-p {port} -c archive_mode=off -c unix_socket_directories={up.parent} "
-        f"-c listen_addresses=' && until [ \"$({psql} -h {up.parent} -p {port} -d postgres -Atc "
-        "'SELECT pg_is_in_recovery()')\" = f ]; do sleep 0.1; done && "
-        f"{pg_ctl} stop -w -m fast -D {up}"
+        f"-c listen_addresses=' && for i in $(seq 6000); do {promoted} && break; sleep 0.1; "
+        f"done && {promoted} && {pg_ctl} stop -w -m fast -D {up}"
     )
     commands = {
         "pgBackRest restore": f"{b.pgbackrest} restore --set={pgbr_label} --pg1-path=DIR "
