@@ -160,6 +160,25 @@ def cmd_refresh_views(args: argparse.Namespace) -> int:
 
 
 def cmd_sample_data(args: argparse.Namespace) -> int:
+    if args.scale is not None:
+        scale = sampledata.parse_scale(args.scale)
+        if args.jobs < 1:
+            raise UsageError(f"--jobs must be >= 1 (got {args.jobs})")
+        result = sampledata.load_scale(
+            args.dsn,
+            scale,
+            seed=args.seed,
+            anchor=sampledata.parse_anchor(args.anchor),
+            jobs=args.jobs,
+            report=_say if not args.quiet else (lambda _m: None),
+        )
+        text = (
+            "inserted "
+            + ", ".join(f"{v} {k}" for k, v in result["rows"].items())
+            + f" in {result['load_seconds']:.1f} s; {result['bytes'] / 1e6:,.0f} MB on disk"
+        )
+        _emit(args, result, text)
+        return EXIT_OK
     size = sampledata.SampleSize(
         scenarios=args.scenarios,
         logs_per_scenario=args.logs_per_scenario,
@@ -475,6 +494,23 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--logs-per-scenario", type=int, default=500)
     sd.add_argument("--metrics-per-scenario", type=int, default=500)
     sd.add_argument("--days", type=int, default=900, help="spread of the history in days")
+    sd.add_argument(
+        "--scale",
+        metavar="S",
+        help="realistic data set instead: scale 1 is about 1 GB on disk, 0.01 about 10 MB "
+        "(skewed per-scenario volume and sources, ~5%% PII, jsonb payloads, metric time series; "
+        "into empty tables; --scenarios/--logs-per-scenario/... are then ignored)",
+    )
+    sd.add_argument("--seed", type=int, default=42, help="with --scale: the seed (default 42)")
+    sd.add_argument(
+        "--anchor",
+        metavar="DATE",
+        help="with --scale: the history ends at this date (default: today 00:00 UTC); same "
+        "scale, seed and anchor give the same rows",
+    )
+    sd.add_argument(
+        "--jobs", type=int, default=2, help="with --scale: parallel connections (default 2)"
+    )
     sd.set_defaults(func=cmd_sample_data)
     _add_backup_parsers(sub, common, output)
     return parser
