@@ -160,7 +160,8 @@ ORDER BY p.created_at DESC""",
         "scenarios",
         target_pct=90,
         before_sql="SELECT (received_at AT TIME ZONE 'UTC')::date AS day, count(*) AS log_count, "
-        "sum(size_bytes)::bigint AS total_size_bytes, count(*) FILTER (WHERE has_pii) AS pii_count, "
+        "sum(size_bytes)::bigint AS total_size_bytes, "
+        "count(*) FILTER (WHERE has_pii) AS pii_count, "
         "count(DISTINCT source) AS distinct_sources FROM scenario_logs "
         "WHERE scenario_id = %(scenario)s AND received_at >= %(since_day)s::timestamp "
         "AT TIME ZONE 'UTC' GROUP BY 1 ORDER BY 1",
@@ -437,9 +438,10 @@ def measure(
                 "explain": explain,
             }
             results.append(entry)
+            how = f"uses {', '.join(uses)}" if uses else "NO intended index"
             report(
                 f"query {q.name}: p50 {b['p50_ms']:.3f} -> {a['p50_ms']:.3f} ms "
-                f"({_pct(improvement)}), {'uses ' + ', '.join(uses) if uses else 'NO intended index'}"
+                f"({_pct(improvement)}), {how}"
             )
     return results
 

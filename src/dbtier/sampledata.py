@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import random
@@ -317,14 +318,14 @@ class _Scenario:
 
 
 def _uuid(seed: int, kind: str, n: int) -> str:
-    h = hashlib.md5(f"{seed}:{kind}:{n}".encode()).hexdigest()
+    h = hashlib.md5(f"{seed}:{kind}:{n}".encode(), usedforsecurity=False).hexdigest()
     # RFC 4122 shape (version 4, variant 10) so it looks like what gen_random_uuid() makes
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) % 4]}{h[17:20]}-{h[20:32]}"
 
 
 def _scenarios(plan: Plan) -> list[_Scenario]:
     size = plan.size
-    rng = random.Random(f"dbtier-sample:{plan.seed}:scenarios")
+    rng = random.Random(f"dbtier-sample:{plan.seed}:scenarios")  # noqa: S311 - sample data
     start = plan.anchor - timedelta(days=size.days)
     n = size.scenarios
     # Zipf-like volume: rank r gets 1/(r+1); ranks are shuffled over creation order.
@@ -380,7 +381,7 @@ def _scenarios(plan: Plan) -> list[_Scenario]:
 
 
 def _insert_scenarios(conn, plan: Plan, scenarios: list[_Scenario]) -> None:
-    rng = random.Random(f"dbtier-sample:{plan.seed}:scenario-rows")
+    rng = random.Random(f"dbtier-sample:{plan.seed}:scenario-rows")  # noqa: S311
     with conn.cursor().copy(
         "COPY scenarios (id, name, description, tags, region, status, created_at, updated_at, "
         "completed_at, total_requests, total_cost_estimate, sqs_blocks, lambda_invocations, "
@@ -426,7 +427,7 @@ def _windows(plan: Plan, rows: int, per_chunk: int) -> list[tuple[datetime, date
     span = (plan.anchor - start) / n
     edges = [start + span * k for k in range(n)] + [plan.anchor + timedelta(days=1)]
     edges[0] = start - timedelta(days=1)
-    return list(zip(edges[:-1], edges[1:], strict=True))
+    return list(itertools.pairwise(edges))
 
 
 # One pseudo-random float in [0, 1) per (scenario number, row number, stream): hashint8extended
@@ -666,7 +667,7 @@ def _log_chunks(plan: Plan, scenarios: list[_Scenario], per_chunk: int) -> list[
 
 def _metric_chunks(plan: Plan, scenarios: list[_Scenario], per_chunk: int) -> list[dict]:
     points = max(2, plan.size.metrics_per_scenario // len(SERIES))
-    rng = random.Random(f"dbtier-sample:{plan.seed}:metric-levels")
+    rng = random.Random(f"dbtier-sample:{plan.seed}:metric-levels")  # noqa: S311
     levels = {s.no: rng.lognormvariate(0, 0.8) for s in scenarios}
     steps = {}
     for s in scenarios:
