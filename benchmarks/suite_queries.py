@@ -236,6 +236,30 @@ def render(section: dict, ctx: common.Context) -> str:
     if missed:
         lines += ["", "Missed targets, and why:", ""]
         lines += [f"- {_why(q)}" for q in missed]
+    unused = [q for q in section["queries"] if not q["uses_intended"]]
+    if unused:
+        lines += [
+            "",
+            "After plans that do not use the intended index (EXPLAIN runs with the first "
+            "parameter set, the largest scenario: the skewed case):",
+            "",
+        ]
+        for q in unused:
+            ex = q["explain"]
+            note = (
+                f"- **{q['name']}**: intended {' / '.join(f'`{n}`' for n in q['intended'])}, "
+                f"the plan reads {', '.join(f'`{n}`' for n in q['plan_relations']['after'])} "
+                f"({ex['after']['execution_ms']:.3f} ms on the server)."
+            )
+            alt = ex.get("after_random_page_cost_1_1")
+            if alt:
+                link = f"{ctx.assets.name}/explain/{alt['text']}"
+                note += (
+                    f" With `random_page_cost = 1.1` (SSD storage; the default 4 models "
+                    f"spinning disks) it reads {', '.join(f'`{n}`' for n in alt['relations'])} "
+                    f"in {alt['execution_ms']:.3f} ms ([plan]({link}))."
+                )
+            lines.append(note)
     n1 = {q["name"]: q for q in section["queries"]}
     if "scenario_with_relations_n1" in n1 and "scenario_with_relations_join" in n1:
         a, b = n1["scenario_with_relations_n1"], n1["scenario_with_relations_join"]
