@@ -91,7 +91,7 @@ LEFT JOIN (SELECT scenario_id, count(*) AS reports, max(created_at) AS last_repo
            FROM reports WHERE scenario_id IN (SELECT id FROM page)
            GROUP BY scenario_id) r ON r.scenario_id = p.id
 ORDER BY p.created_at DESC""",
-        ("idx_logs_covering", "idx_reports_scenario_created"),
+        ("idx_logs_covering", "idx_logs_scenario_received"),
         "pages",
     ),
     Query(

@@ -420,13 +420,38 @@ def _insert_scenarios(conn, plan: Plan, scenarios: list[_Scenario]) -> None:
             )
 
 
-def _windows(plan: Plan, rows: int, per_chunk: int) -> list[tuple[datetime, datetime]]:
-    """Time windows that split the history into chunks loaded one INSERT each."""
+def _windows(
+    plan: Plan, spans: list[tuple[datetime, datetime, float]], per_chunk: int
+) -> list[tuple[datetime, datetime]]:
+    """Time windows holding about `per_chunk` rows each (one INSERT per window), from each
+    scenario's rows spread evenly over its life: (created, end, rows) per scenario. Equal
+    windows keep both connections busy to the end (usage grows, so equal time spans would
+    leave the last, largest window to one connection)."""
     start = plan.anchor - timedelta(days=plan.size.days)
-    n = max(2, math.ceil(rows / per_chunk))
-    span = (plan.anchor - start) / n
-    edges = [start + span * k for k in range(n)] + [plan.anchor + timedelta(days=1)]
-    edges[0] = start - timedelta(days=1)
+    total = sum(rows for _c, _e, rows in spans)
+    n = max(2, math.ceil(total / per_chunk))
+    # cumulative row count F(t) is piecewise linear: sweep the rate changes in time order
+    events: list[tuple[float, float]] = []
+    for created, end, rows in spans:
+        life = (end - created).total_seconds()
+        if rows and life > 0:
+            events.append((created.timestamp(), rows / life))
+            events.append((end.timestamp(), -rows / life))
+    events.sort()
+    goals = [total * k / n for k in range(1, n)]
+    edges = [start - timedelta(days=1)]
+    rate = done = 0.0
+    prev = events[0][0] if events else start.timestamp()
+    for at, delta in events:
+        while goals and rate > 0 and done + rate * (at - prev) >= goals[0]:
+            cut = prev + (goals[0] - done) / rate
+            edges.append(datetime.fromtimestamp(round(cut), tz=UTC))
+            goals.pop(0)
+        done += rate * (at - prev)
+        rate += delta
+        prev = at
+    edges.append(plan.anchor + timedelta(days=1))
+    edges = sorted(set(edges))
     return list(itertools.pairwise(edges))
 
 
@@ -634,7 +659,8 @@ TABLES = ("scenarios", "scenario_logs", "scenario_metrics", "reports", "api_keys
 
 def _log_chunks(plan: Plan, scenarios: list[_Scenario], per_chunk: int) -> list[dict]:
     chunks, offset = [], 0
-    for a, b in _windows(plan, plan.logs, per_chunk):
+    spans = [(s.created, s.end, float(s.logs)) for s in scenarios]
+    for a, b in _windows(plan, spans, per_chunk):
         seg: dict[str, list] = {k: [] for k in ("sno", "sid", "region", "kind", "created")}
         seg.update({k: [] for k in ("span", "n", "kfrom", "kto")})
         rows = 0
@@ -673,9 +699,9 @@ def _metric_chunks(plan: Plan, scenarios: list[_Scenario], per_chunk: int) -> li
     for s in scenarios:
         # a regular step of whole seconds, aligned on the scenario's start
         steps[s.no] = max(60, int((s.end - s.created).total_seconds() // (points - 1)))
-    total = len(scenarios) * points * len(SERIES)
     chunks, offset = [], 0
-    for a, b in _windows(plan, total, per_chunk):
+    spans = [(s.created, s.end, float(points * len(SERIES))) for s in scenarios]
+    for a, b in _windows(plan, spans, per_chunk):
         seg: dict[str, list] = {k: [] for k in ("sno", "sid", "created", "step", "n", "level")}
         seg.update({"jfrom": [], "jto": []})
         rows = 0
