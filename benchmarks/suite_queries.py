@@ -202,8 +202,9 @@ def render(section: dict, ctx: common.Context) -> str:
         f"{section['databases']['after']['bytes'] / 1e6:,.0f} MB after.",
         "",
         "Times are the client round trip of a prepared statement (what the application sees), "
-        f"{section['reps']} runs per side at most ({section['budget_seconds']:g} s budget per "
-        "query, at least 5), before and after alternating, parameters rotated over the largest "
+        f"{section['reps']} runs per side ({section['reps'] * 10} for queries under 10 ms; "
+        f"at most {section['budget_seconds']:g} s per query, at least 5 runs), before and after "
+        "alternating, parameters rotated over the largest "
         "and median-size scenarios; *server* is the execution time EXPLAIN (ANALYZE, BUFFERS) "
         "reports for the first parameter set. Change = after p50 / before p50 - 1.",
         "",

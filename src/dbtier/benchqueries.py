@@ -386,14 +386,19 @@ def measure(
             conns = {"before": bconn, "after": aconn}
             times: dict[str, list[float]] = {"before": [], "after": []}
             report(f"query {q.name}: warm-up")
+            slowest = 0.0
             for side in ("before", "after"):
                 for n, p in enumerate(params[:2]):
                     t0 = time.perf_counter()
                     _run_once(conns[side], q, texts[side], p)
-                    if n == 0 and time.perf_counter() - t0 > 1.0:
+                    slowest = max(slowest, time.perf_counter() - t0)
+                    if n == 0 and slowest > 1.0:
                         break  # a slow query: one warm-up run is enough
+            # Sub-10 ms queries: ten times the runs (within the budget), so that a burst of
+            # load on a shared machine moves the median less.
+            runs = max(reps, 1) * (10 if slowest < 0.01 else 1)
             started = time.monotonic()
-            for i in range(max(reps, 1)):
+            for i in range(runs):
                 order = ("before", "after") if i % 2 == 0 else ("after", "before")
                 p = params[i % len(params)]
                 for side in order:
