@@ -306,6 +306,15 @@ def _drop(admin: psycopg.Connection, name: str) -> None:
     admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+def _drop_pair(dsn: str | None, prefix: str) -> None:
+    try:
+        with db.connect(dsn, autocommit=True) as admin:
+            for name in (f"{prefix}_after", f"{prefix}_before"):
+                _drop(admin, name)
+    except (DbtierError, psycopg.Error):
+        pass  # cleanup after a failure must not hide the failure
+
+
 def prepare(
     dsn: str | None,
     *,
@@ -504,15 +513,20 @@ def run(
     except OSError as exc:
         raise UsageError(f"cannot create output directory {out}: {exc.strerror}") from None
     started = time.monotonic()
-    databases = prepare(
-        dsn,
-        scale=scale,
-        prefix=prefix,
-        migrations_dir=migrations_dir,
-        seed=seed,
-        anchor=anchor,
-        report=report,
-    )
+    try:
+        databases = prepare(
+            dsn,
+            scale=scale,
+            prefix=prefix,
+            migrations_dir=migrations_dir,
+            seed=seed,
+            anchor=anchor,
+            report=report,
+        )
+    except BaseException:
+        if not keep:  # a half-made pair of scratch databases is no use to anyone
+            _drop_pair(dsn, prefix)
+        raise
     try:
         queries = measure(
             databases["before"]["dsn"],
@@ -527,9 +541,7 @@ def run(
         raise DbtierError(f"query benchmark failed: {first_line(exc)}") from None
     finally:
         if not keep:
-            with db.connect(dsn, autocommit=True) as admin:
-                for side in ("after", "before"):
-                    _drop(admin, databases[side]["name"])
+            _drop_pair(dsn, prefix)
     result = {
         "scale": scale,
         "seed": seed,
