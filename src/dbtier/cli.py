@@ -160,6 +160,25 @@ def cmd_refresh_views(args: argparse.Namespace) -> int:
 
 
 def cmd_sample_data(args: argparse.Namespace) -> int:
+    if args.scale is not None:
+        scale = sampledata.parse_scale(args.scale)
+        if args.jobs < 1:
+            raise UsageError(f"--jobs must be >= 1 (got {args.jobs})")
+        result = sampledata.load_scale(
+            args.dsn,
+            scale,
+            seed=args.seed,
+            anchor=sampledata.parse_anchor(args.anchor),
+            jobs=args.jobs,
+            report=_say if not args.quiet else (lambda _m: None),
+        )
+        text = (
+            "inserted "
+            + ", ".join(f"{v} {k}" for k, v in result["rows"].items())
+            + f" in {result['load_seconds']:.1f} s; {result['bytes'] / 1e6:,.0f} MB on disk"
+        )
+        _emit(args, result, text)
+        return EXIT_OK
     size = sampledata.SampleSize(
         scenarios=args.scenarios,
         logs_per_scenario=args.logs_per_scenario,
@@ -168,6 +187,26 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
     )
     counts = sampledata.load(args.dsn, size)
     _emit(args, counts, "inserted " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    return EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import benchqueries
+
+    result = benchqueries.run(
+        args.dsn,
+        scale=sampledata.parse_scale(args.scale),
+        out_dir=args.out,
+        prefix=args.prefix,
+        migrations_dir=args.path,
+        reps=args.reps,
+        budget=args.budget,
+        keep=args.keep,
+        seed=args.seed,
+        anchor=sampledata.parse_anchor(args.anchor),
+        report=_say if not args.quiet else (lambda _m: None),
+    )
+    _emit(args, result, benchqueries.text_table(result))
     return EXIT_OK
 
 
@@ -475,7 +514,55 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--logs-per-scenario", type=int, default=500)
     sd.add_argument("--metrics-per-scenario", type=int, default=500)
     sd.add_argument("--days", type=int, default=900, help="spread of the history in days")
+    sd.add_argument(
+        "--scale",
+        metavar="S",
+        help="realistic data set instead: scale 1 is about 1 GB on disk, 0.01 about 10 MB "
+        "(skewed per-scenario volume and sources, ~5%% PII, jsonb payloads, metric time series; "
+        "into empty tables; --scenarios/--logs-per-scenario/... are then ignored)",
+    )
+    sd.add_argument("--seed", type=int, default=42, help="with --scale: the seed (default 42)")
+    sd.add_argument(
+        "--anchor",
+        metavar="DATE",
+        help="with --scale: the history ends at this date (default: today 00:00 UTC); same "
+        "scale, seed and anchor give the same rows",
+    )
+    sd.add_argument(
+        "--jobs", type=int, default=2, help="with --scale: parallel connections (default 2)"
+    )
     sd.set_defaults(func=cmd_sample_data)
+
+    bench = sub.add_parser("bench", help="benchmarks (the query plan of v1.0.0 before/after)")
+    bench_sub = bench.add_subparsers(dest="action", required=True, metavar="ACTION")
+    bq = bench_sub.add_parser(
+        "queries",
+        parents=[common],
+        help="the 11 queries of DB-001 on the baseline schema (0001) vs every migration: "
+        "p50/p95, change, target met/MISSED, EXPLAIN files (needs CREATEDB)",
+    )
+    bq.add_argument("--scale", default="0.01", help="sample data scale (1 = about 1 GB)")
+    bq.add_argument("--out", default="bench-queries", help="directory for EXPLAIN files")
+    bq.add_argument(
+        "--prefix", default="dbtier_bench", help="databases <prefix>_before and <prefix>_after"
+    )
+    bq.add_argument("--reps", type=int, default=20, help="timed runs per query and side")
+    bq.add_argument(
+        "--budget",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="stop a query after this long (at least 5 runs each side)",
+    )
+    bq.add_argument("--keep", action="store_true", help="keep both databases afterwards")
+    bq.add_argument("--seed", type=int, default=42)
+    bq.add_argument("--anchor", metavar="DATE", help="end of the sample history (default today)")
+    bq.add_argument(
+        "--path",
+        default=default_migrations_dir(),
+        help="migrations directory (default: $DBTIER_MIGRATIONS or files/sql)",
+    )
+    bq.set_defaults(func=cmd_bench)
     _add_backup_parsers(sub, common, output)
     return parser
 
