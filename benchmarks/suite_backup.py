@@ -54,41 +54,16 @@ PGBACKREST_CIPHER = "aes-256-cbc"  # dbtier always encrypts: the peer does too (
 # --- data -----------------------------------------------------------------------------------
 
 
-def _sample_data_has_scale(ctx: Context) -> bool:
-    proc = subprocess.run(
-        [ctx.dbtier, "sample-data", "--help"], capture_output=True, text=True, check=False
-    )
-    return "--scale" in proc.stdout
-
-
 def load_database(ctx: Context, dsn: str) -> dict:
-    """The realistic database at ctx.scale (1 ≈ 1 GB): `dbtier sample-data --scale` when this
-    checkout has it; otherwise the older generator sized from the scale plus pgbench tables
-    (filler that stands in for the missing volume). Returns what was loaded."""
-    from dbtier import migrations, sampledata
-    from dbtier.pgcluster import pg_bindir
+    """The realistic database at ctx.scale (1 ≈ 1 GB): every migration, then
+    `dbtier sample-data --scale`. Returns what was loaded."""
+    from dbtier import migrations
 
     migrations.migrate(dsn, ROOT / "files" / "sql")
-    if _sample_data_has_scale(ctx):
-        run_command([ctx.dbtier, "sample-data", "--scale", f"{ctx.scale:g}", "--dsn", dsn, "-q"])
-        return {"loader": f"dbtier sample-data --scale {ctx.scale:g}"}
-    # Fallback (before `--scale` exists): about 55 % sample data, 45 % pgbench by size.
-    scenarios = max(20, round(200 * ctx.scale))
-    logs = max(1000, round(1_100_000 * ctx.scale))
-    size = sampledata.SampleSize(
-        scenarios=scenarios,
-        logs_per_scenario=logs // scenarios,
-        metrics_per_scenario=logs // scenarios // 4,
-        days=900,
+    sample = run_command(
+        [ctx.dbtier, "sample-data", "--scale", f"{ctx.scale:g}", "--dsn", dsn, "-q"]
     )
-    sampledata.load(dsn, size)
-    loader = f"dbtier.sampledata.load({size}) (no `sample-data --scale` in this checkout)"
-    pgbench_scale = round(27 * ctx.scale)
-    if pgbench_scale >= 1:
-        pgbench = str(pg_bindir(15, "pgbench") / "pgbench")
-        run_command([pgbench, "-i", "-q", "-s", str(pgbench_scale), "-d", dsn])
-        loader += f" + pgbench -i -s {pgbench_scale}"
-    return {"loader": loader}
+    return {"loader": f"dbtier sample-data --scale {ctx.scale:g}", "load_seconds": sample.wall}
 
 
 # --- the scratch setup ----------------------------------------------------------------------
