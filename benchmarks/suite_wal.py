@@ -17,9 +17,10 @@ Two measurements, the variants alternated (round robin, rotated each repetition)
                second until the backlog drained: WAL MB/s produced and archived, the lag in
                segments and in seconds, the time the backlog takes to drain after the load
                stops ("keeps up" = drained in less than archive_timeout), failures;
-  ceiling      archiving off (empty archive_command), pgbench until N segments wait, then the
-               archiver turned on and the drain timed: the MB/s of WAL each archiver can push
-               when it never waits for WAL, per-segment milliseconds and CPU.
+  ceiling      archiving off (empty archive_command), N segments of WAL written by UPDATEs of
+               pgbench_accounts, then the archiver turned on and the drain timed: the MB/s of
+               WAL each archiver can push when it never waits for WAL, per-segment
+               milliseconds and CPU.
 
 CPU of archiving = the archiver's waited-for children (cutime + cstime of the archiver process:
 every archive_command and what it runs) plus pgBackRest's detached async process and its local
@@ -58,6 +59,7 @@ SAMPLE_EVERY = 1.0  # seconds between pg_stat_archiver samples
 PROC_EVERY = 0.2  # seconds between /proc scans for pgBackRest's detached processes
 DETACHED = (b"archive-push:async", b"archive-push:local")
 PROFILE_RUNS = 3
+BACKLOG_ROWS = 20_000  # rows per UPDATE while writing a backlog
 
 _SAMPLE_SQL = """
 SELECT extract(epoch FROM clock_timestamp())::float8,
@@ -476,24 +478,25 @@ def _lag_series(bench: _Bench, samples: list[dict[str, Any]]) -> list[dict[str, 
 
 
 def _make_backlog(bench: _Bench, segments: int) -> int:
-    """Archiving off, pgbench until `segments` more segments are complete; returns how many
-    wait (.ready)."""
+    """Archiving off, then `segments` segments of WAL written as fast as the server can:
+    UPDATEs of pgbench_accounts in ranges of BACKLOG_ROWS rows (the table the load updates:
+    heap and index records and full-page images after a checkpoint, like pgbench's WAL, at
+    several times pgbench's rate). Returns how many segments wait (.ready)."""
     bench.set_command("")
     bench.sql("CHECKPOINT")
     bench.sql("SELECT pg_switch_wal()")
-    start = bench.state()["lsn"] // bench.seg_size
-    load = subprocess.Popen(
-        bench.pgbench(3600), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        while bench.state()["lsn"] // bench.seg_size < start + segments:
-            if load.poll() is not None:
-                raise RuntimeError("pgbench ended before the backlog was written")
-            time.sleep(0.2)
-    finally:
-        load.terminate()
-        load.wait()
-    bench.sql("SELECT pg_switch_wal()")
+    seg = bench.seg_size
+    with psycopg.connect(bench.dsn(), autocommit=True) as conn:
+        rows = int(conn.execute("SELECT max(aid) FROM pgbench_accounts").fetchone()[0])
+        target = conn.execute(_SAMPLE_SQL).fetchone()[1] // seg + segments
+        aid = 1
+        while conn.execute(_SAMPLE_SQL).fetchone()[1] // seg < target:
+            conn.execute(
+                "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid >= %s AND aid < %s",
+                (aid, aid + BACKLOG_ROWS),
+            )
+            aid = aid + BACKLOG_ROWS if aid + BACKLOG_ROWS <= rows else 1
+        conn.execute("SELECT pg_switch_wal()")
     return bench.state()["ready"]
 
 
