@@ -48,6 +48,7 @@ def test_wal_suite_quick_runs_and_renders(tmp_path: Path) -> None:
         assert drain["extra"]["drained"] and drain["extra"]["failures"] == 0, name
         assert drain["extra"]["segments"] >= 3 and drain["extra"]["mb_s"] > 0, name
         assert drain["cpu"] > 0, name
+        assert 0 < drain["extra"]["stored_kb_per_segment"] < 16 * 1024, name  # compressed
     profile = section["profile"]
     assert profile["dbtier_push_s"]["median"] > profile["python_start_s"]["median"] > 0
     assert profile["python_needed_imports_s"]["median"] > 0
