@@ -351,6 +351,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     work = _scratch()
     assets.mkdir(parents=True, exist_ok=True)
+    # Deployed dbtier is a pip-installed wheel, byte-compiled at install; this checkout, run as
+    # postgres by archive_command (who cannot write __pycache__ here), would compile every
+    # module on every WAL segment. Compile once, as the install does (git-ignored output).
+    subprocess.run(
+        ["/usr/bin/python3", "-m", "compileall", "-q", str(ROOT / "src" / "dbtier")],
+        check=True,
+        capture_output=True,
+    )
     ctx = Context(quick=args.quick, work=work, assets=assets, reps=reps, scale=scale)
     try:
         for name in (n for n in SUITES if n in wanted):

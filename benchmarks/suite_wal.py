@@ -329,15 +329,6 @@ def _setup(ctx: common.Context, scale: int) -> _Bench:
         ),
         "dbtier.toml": dbtier_conf.read_text(),
     }
-    # Deployed dbtier comes from a wheel installed by pip, which byte-compiles it; a checkout
-    # run by the postgres user (who cannot write __pycache__ here) would compile every module
-    # on every segment. Compile once, as the install does (the directories are git-ignored).
-    package = common.ROOT / "src" / "dbtier"
-    subprocess.run(
-        ["/usr/bin/python3", "-m", "compileall", "-q", str(package)],
-        check=True,
-        capture_output=True,
-    )
     return bench
 
 
