@@ -28,6 +28,9 @@ SETTINGS = {
     "max_wal_size": "4GB",
     "checkpoint_timeout": "15min",
     "max_connections": "50",
+    # The planner costs roles/postgresql and the RDS parameter group set (SSD storage).
+    "random_page_cost": "1.1",
+    "effective_io_concurrency": "200",
 }
 PLAN_TARGETS = {  # the plan's "expected improvements" table, per query
     "scenario_list": "Scenario list with filters",

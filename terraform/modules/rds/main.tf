@@ -12,7 +12,9 @@ locals {
       log_min_duration_statement = { value = tostring(var.log_min_duration_statement), apply_method = "immediate" }
       log_statement              = { value = "ddl", apply_method = "immediate" }
       log_connections            = { value = "1", apply_method = "immediate" }
-      log_disconnections         = { value = "1", apply_method = "immediate" }
+      # SSD storage: the planner's default (4.0) models spinning disks; same as roles/postgresql.
+      random_page_cost   = { value = "1.1", apply_method = "immediate" }
+      log_disconnections = { value = "1", apply_method = "immediate" }
     },
     var.extra_parameters,
   )
