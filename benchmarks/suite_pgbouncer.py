@@ -109,21 +109,39 @@ def _proc_cpu(pid: int, children: bool = False) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def server_cpu(postmaster: int) -> float:
-    """CPU seconds of a PostgreSQL server so far: the postmaster, its reaped children (backends
-    that ended, as with pgbench -C) and its live children (pooled server connections)."""
-    total = _proc_cpu(postmaster, children=True)
+def _children(postmaster: int) -> dict[int, tuple[str, float]]:
+    """pid -> (state, CPU seconds) of the postmaster's children."""
+    found = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             with open(f"/proc/{entry.name}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            if int(fields[1]) == postmaster:
-                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         except (FileNotFoundError, ProcessLookupError):
             continue
-    return total
+        if int(fields[1]) == postmaster:
+            cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            found[int(entry.name)] = (fields[0], cpu)
+    return found
+
+
+def server_cpu(postmaster: int, started: set[int] | None = None) -> tuple[float, set[int]]:
+    """CPU seconds of a PostgreSQL server so far: the postmaster, its reaped children (backends
+    that ended, as with pgbench -C) and its live children (pooled server connections); and the
+    live children's pids. Waits (at most 5 s) until no child is a zombie and, with `started`
+    (the children before a direct run), until the backends the run started have exited: a
+    backend still exiting would be in neither figure, or in the next run's."""
+    deadline = time.monotonic() + 5
+    while True:
+        children = _children(postmaster)
+        zombies = any(state in "ZX" for state, _ in children.values())
+        leftover = started is not None and bool(set(children) - started)
+        if not (zombies or leftover) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    total = _proc_cpu(postmaster, children=True) + sum(cpu for _, cpu in children.values())
+    return total, set(children)
 
 
 class Stack:
@@ -410,7 +428,7 @@ TPS = re.compile(r"^tps = ([0-9.]+)", re.MULTILINE)
 
 def run_pgbench(cmd: list[str], pooler: Pooler | None, postmaster: int) -> Sample:
     pooler_cpu = pooler.cpu() if pooler else 0.0
-    server = server_cpu(postmaster)
+    server, before = server_cpu(postmaster)
     with Stopwatch() as sw:
         proc = subprocess.run(
             cmd,
@@ -427,7 +445,7 @@ def run_pgbench(cmd: list[str], pooler: Pooler | None, postmaster: int) -> Sampl
     sample.extra = {
         "tps": tps,
         "pooler_cpu": (pooler.cpu() - pooler_cpu) if pooler else 0.0,
-        "server_cpu": server_cpu(postmaster) - server,
+        "server_cpu": server_cpu(postmaster, None if pooler else before)[0] - server,
         "transactions": int(tps * sample.wall),
         "failed": int(failed.group(1)) if failed else 0,
     }
@@ -528,7 +546,24 @@ def run(ctx: Context) -> dict:
                     lower_is_better=False,
                 )
             )
+        # the same ratios from what each part costs in CPU per transaction (derived): what the
+        # pooler allows on these cores, whatever share of them the shared machine gave the run
+        ceilings = [
+            {
+                "mode": mode,
+                "auth": auth,
+                "direct": sections[mode]["variants"][f"direct {auth}"]["ceiling_tps"],
+                "pgbouncer": sections[mode]["variants"][f"pgbouncer {auth}"]["ceiling_tps"],
+                "ratio": sections[mode]["variants"][f"pgbouncer {auth}"]["ceiling_tps"]
+                / sections[mode]["variants"][f"direct {auth}"]["ceiling_tps"],
+                # with the load generator's own CPU left out (as if pgbench ran elsewhere)
+                "ratio_without_client": _without_client(sections[mode]["variants"], auth),
+            }
+            for mode in sections
+            for auth in USERS
+        ]
         return {
+            "ceilings": ceilings,
             "clients": clients,
             "threads": threads,
             "seconds": seconds,
@@ -547,6 +582,14 @@ def run(ctx: Context) -> dict:
         shutil.rmtree(stack.dir, ignore_errors=True)
 
 
+def _without_client(variants: dict, auth: str) -> float:
+    def server_side(name: str) -> float:
+        per_tx = variants[name]["cpu_ms_per_tx"]
+        return max(per_tx["pooler"] + per_tx["server"], 1e-9)
+
+    return server_side(f"direct {auth}") / server_side(f"pgbouncer {auth}")
+
+
 # --- the report ----------------------------------------------------------------------------------
 
 
@@ -561,12 +604,26 @@ def _chart(section: dict, ctx: Context) -> str:
     import matplotlib.pyplot as plt
 
     ctx.assets.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, (mode, title) in zip(
-        axes,
-        (("reuse", "pgbench -S"), ("connect", "pgbench -S -C (connection per tx)")),
-        strict=True,
-    ):
+    fig, grid = plt.subplots(2, 2, figsize=(12, 7.5))
+    modes = (("reuse", "pgbench -S"), ("connect", "pgbench -S -C (connection per tx)"))
+    for ax, (mode, title) in zip(grid[1], modes, strict=True):
+        # where the time goes: CPU per transaction of each part, stacked
+        variants = section["modes"][mode]["variants"]
+        names = list(variants)
+        left = [0.0] * len(names)
+        for part, label, color in (
+            ("client", "pgbench + libpq", "#ff7f0e"),
+            ("pooler", "PgBouncer", "#1f77b4"),
+            ("server", "PostgreSQL", "#2ca02c"),
+        ):
+            width = [variants[n]["cpu_ms_per_tx"][part] * 1000 for n in names]
+            ax.barh(names, width, left=left, color=color, label=label)
+            left = [a + b for a, b in zip(left, width, strict=True)]
+        ax.set_title(f"CPU per transaction ({title.split(' (')[0]})")
+        ax.set_xlabel("CPU µs per transaction (median)")
+        ax.invert_yaxis()
+        ax.legend(loc="lower right", fontsize="small")
+    for ax, (mode, title) in zip(grid[0], modes, strict=True):
         variants = section["modes"][mode]["variants"]
         names = list(variants)
         med = [variants[n]["tps"]["median"] for n in names]
@@ -639,6 +696,22 @@ def render(section: dict, ctx: Context) -> str:
         lines.append(
             f"| {t['target']} | {t['measured']:.2f}x | {t['limit']:.1f}x | "
             f"{'met' if t['met'] else 'MISSED'} |"
+        )
+    lines += [
+        "",
+        "The same ratios derived from CPU per transaction (what each part costs, whatever share "
+        "of the shared machine a run got): through PgBouncer / direct, all parts counted, and "
+        "without pgbench's own CPU (as if the clients ran on other machines, as applications do):",
+        "",
+        "| pgbench | auth | ceiling direct tps | ceiling PgBouncer tps | ratio | "
+        "ratio without the client's CPU |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for c in section.get("ceilings", []):
+        lines.append(
+            f"| {'-S -C' if c['mode'] == 'connect' else '-S'} | {c['auth']} | "
+            f"{_fmt(c['direct'])} | {_fmt(c['pgbouncer'])} | {c['ratio']:.2f}x | "
+            f"{c['ratio_without_client']:.2f}x |"
         )
     lines += ["", "Commands (PGPASSWORD set; ports are the run's):", "", "```"]
     lines += [f"{name}: {cmd}" for name, cmd in section["commands"].items()]
