@@ -137,8 +137,9 @@ def test_pgbouncer_processes_share_the_port():
 
     before = pids()
     assert all(before) and len(set(before)) == n, before
-    listeners = BOUNCER.check_output("ss -Hltnp 'sport = :6432'")
-    assert sorted(int(p) for p in re.findall(r"pid=(\d+)", listeners)) == sorted(before)
+    # one listening socket per process on the same address and port (ss -p would need ptrace)
+    listeners = BOUNCER.check_output("ss -Hltn").splitlines()
+    assert len([ln for ln in listeners if re.search(r"127\.0\.0\.1:6432\s", ln)]) == n, listeners
     for i in range(2, n + 1):
         assert BOUNCER.file(f"/run/pgbouncer-{i}/.s.PGSQL.6432").is_socket
         limit = BOUNCER.check_output(f"systemctl show -p LimitNOFILE --value pgbouncer@{i}")
