@@ -46,9 +46,14 @@ summary() {
   podman exec "$DB" runuser -u postgres -- psql -X -At -c "SELECT version()"
   say "dbtier migrate status (ops1)"
   as_dbtier /usr/local/bin/dbtier-job migrate status
-  say "PgBouncer pools (pgbouncer1, admin console)"
-  podman exec -e PGPASSWORD="$OWNER_PASSWORD" "$BOUNCER" \
-    psql -X -h 127.0.0.1 -p 6432 -U mockupaws_owner -d pgbouncer -c "SHOW POOLS"
+  say "PgBouncer pools (pgbouncer1, the admin console of each process, on its own socket)"
+  # shellcheck disable=SC2016 # expanded by the container's shell
+  podman exec -e PGPASSWORD="$OWNER_PASSWORD" "$BOUNCER" sh -c '
+    for dir in /var/run/postgresql /run/pgbouncer-*; do
+      [ -S "$dir/.s.PGSQL.6432" ] || continue
+      echo "-- $dir"
+      psql -X -h "$dir" -p 6432 -U mockupaws_owner -d pgbouncer -c "SHOW POOLS"
+    done'
   say "Connect"
   cat <<EOF
   through PgBouncer:  podman exec -it $BOUNCER psql -h 127.0.0.1 -p 6432 -U mockupaws_app mockupaws

@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -49,27 +50,17 @@ def cluster() -> Iterator[LocalCluster]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture
-def stack(cluster: LocalCluster) -> Iterator[tuple[PgBouncer, str]]:
-    """PgBouncer in front of the cluster, and the health check (as roles/pgbouncer installs it: the
-    script alone, run by an unprivileged user with the role's password in a pgpass file)."""
-    home = Path(tempfile.mkdtemp(prefix="dbtier-health-", dir="/tmp"))
-    home.chmod(0o755)
-    userlist = home / "userlist.txt"
-    userlist.write_text(pgbouncer.render_userlist([(USER, scram.stable_verifier(USER, PASSWORD))]))
-    bouncer = PgBouncer(
-        {DB: f"host=127.0.0.1 port={cluster.port} dbname={DB}"},
-        userlist,
-        server_login_retry="1",
-    ).start()
+@contextmanager
+def health_check(home: Path, port: int, dsns: list[str]) -> Iterator[str]:
+    """The health check as roles/pgbouncer installs it: the script alone, run by an unprivileged
+    user with the role's password in a pgpass file; one --dsn per PgBouncer process. Its URL."""
     script = home / "pgbouncer-health.py"
     shutil.copyfile(ROOT / "src/dbtier/health.py", script)
     pgpass = home / "pgpass"
-    pgpass.write_text(f"*:{bouncer.port}:{DB}:{USER}:{PASSWORD}\n")
+    pgpass.write_text(f"*:{port}:{DB}:{USER}:{PASSWORD}\n")
     pgpass.chmod(0o600)
     chown_to_server_user(pgpass)
-    port = free_port()
-    dsn = f"host={bouncer.dir} port={bouncer.port} dbname={DB} user={USER} connect_timeout=2"
+    http_port = free_port()
     proc = subprocess.Popen(
         [
             "runuser",
@@ -83,16 +74,15 @@ def stack(cluster: LocalCluster) -> Iterator[tuple[PgBouncer, str]]:
             "--listen",
             "127.0.0.1",
             "--port",
-            str(port),
+            str(http_port),
             "--timeout",
             "2",
-            "--dsn",
-            dsn,
+            *(arg for dsn in dsns for arg in ("--dsn", dsn)),
         ],
         stderr=subprocess.PIPE,
         text=True,
     )
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{http_port}"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
@@ -102,10 +92,36 @@ def stack(cluster: LocalCluster) -> Iterator[tuple[PgBouncer, str]]:
         except OSError:
             time.sleep(0.1)
     try:
-        yield bouncer, url
+        yield url
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def _userlist(home: Path) -> Path:
+    userlist = home / "userlist.txt"
+    userlist.write_text(pgbouncer.render_userlist([(USER, scram.stable_verifier(USER, PASSWORD))]))
+    return userlist
+
+
+def _dsn(bouncer: PgBouncer) -> str:
+    return f"host={bouncer.dir} port={bouncer.port} dbname={DB} user={USER} connect_timeout=2"
+
+
+@pytest.fixture
+def stack(cluster: LocalCluster) -> Iterator[tuple[PgBouncer, str]]:
+    """PgBouncer in front of the cluster, and the health check."""
+    home = Path(tempfile.mkdtemp(prefix="dbtier-health-", dir="/tmp"))
+    home.chmod(0o755)
+    bouncer = PgBouncer(
+        {DB: f"host=127.0.0.1 port={cluster.port} dbname={DB}"},
+        _userlist(home),
+        server_login_retry="1",
+    ).start()
+    try:
+        with health_check(home, bouncer.port, [_dsn(bouncer)]) as url:
+            yield bouncer, url
+    finally:
         bouncer.stop()
         shutil.rmtree(home, ignore_errors=True)
 
@@ -149,3 +165,33 @@ def test_pgbouncer_down_is_unhealthy_at_once(stack) -> None:
     assert status == 503
     assert "No such file or directory" in body or "connection" in body, body
     assert took < 3
+
+
+def test_every_process_on_the_shared_port_is_checked(cluster: LocalCluster) -> None:
+    """Two PgBouncer processes on one port (so_reuseport, as roles/pgbouncer runs them), each with
+    its own Unix socket: healthy while both answer; one down is a 503 naming it, although TCP
+    clients still get through (the kernel sends them to the other)."""
+    home = Path(tempfile.mkdtemp(prefix="dbtier-health-", dir="/tmp"))
+    home.chmod(0o755)
+    userlist = _userlist(home)
+    databases = {DB: f"host=127.0.0.1 port={cluster.port} dbname={DB}"}
+    first = PgBouncer(databases, userlist, so_reuseport="1").start()
+    second = PgBouncer(databases, userlist, so_reuseport="1")
+    second.port = first.port
+    try:
+        second.start()
+        assert second.pid != first.pid
+        with health_check(home, first.port, [_dsn(first), _dsn(second)]) as url:
+            assert get(url + "/health")[:2] == (200, "ok")
+            second.stop()
+            status, body, took = get(url + "/health")
+            assert status == 503
+            assert body.startswith("process 2 of 2: "), body
+            assert took < 3
+            dsn = f"host=127.0.0.1 port={first.port} dbname={DB} user={USER} password={PASSWORD}"
+            with psycopg.connect(dsn + " sslmode=disable", connect_timeout=3) as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        second.stop()
+        first.stop()
+        shutil.rmtree(home, ignore_errors=True)

@@ -12,6 +12,10 @@ Standard library and psql only: roles/pgbouncer installs this file alone on the 
 libpq password file (PGPASSFILE).
 
     python3 health.py --port 8008 --dsn 'host=/var/run/postgresql port=6432 dbname=mockupaws'
+
+With several PgBouncer processes sharing the port (roles/pgbouncer, so_reuseport) give one --dsn
+per process (its own Unix socket): the host is healthy only when every process answers, since a
+TCP check would reach whichever process the kernel picks.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PATH = "/health"
@@ -39,6 +44,27 @@ def check(dsn: str, timeout: float, psql: str = "psql") -> tuple[bool, str]:
         return True, "ok"
     lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
     return False, (lines[-1] if lines else f"psql exited with {proc.returncode}")[:300]
+
+
+def check_all(dsns: Sequence[str], timeout: float, psql: str = "psql") -> tuple[bool, str]:
+    """check() on every DSN at once (one psql each, all within `timeout`): healthy when all are;
+    else the first failure's reason, naming the process when there are several."""
+    if len(dsns) == 1:
+        return check(dsns[0], timeout, psql)
+    results: list[tuple[bool, str]] = [(False, "not checked")] * len(dsns)
+
+    def one(i: int) -> None:
+        results[i] = check(dsns[i], timeout, psql)
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(len(dsns))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, (healthy, reason) in enumerate(results):
+        if not healthy:
+            return False, f"process {i + 1} of {len(dsns)}: {reason}"
+    return True, "ok"
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -77,10 +103,16 @@ class HealthServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(
-        self, address: tuple[str, int], dsn: str, timeout: float, max_checks: int, psql: str
+        self,
+        address: tuple[str, int],
+        dsn: str | Sequence[str],
+        timeout: float,
+        max_checks: int,
+        psql: str,
     ):
         super().__init__(address, Handler)
-        self.dsn, self.timeout, self.psql = dsn, timeout, psql
+        self.dsns = [dsn] if isinstance(dsn, str) else list(dsn)
+        self.timeout, self.psql = timeout, psql
         self._slots = threading.BoundedSemaphore(max_checks)
         self._last: bool | None = None
         self._lock = threading.Lock()
@@ -89,7 +121,7 @@ class HealthServer(ThreadingHTTPServer):
         if not self._slots.acquire(blocking=False):
             return False, "busy: earlier checks are still waiting for PgBouncer"
         try:
-            healthy, reason = check(self.dsn, self.timeout, self.psql)
+            healthy, reason = check_all(self.dsns, self.timeout, self.psql)
         finally:
             self._slots.release()
         with self._lock:
@@ -112,7 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--port", type=int, default=8008, help="port (default 8008)")
     parser.add_argument(
-        "--dsn", required=True, help="libpq connection string to the local PgBouncer"
+        "--dsn",
+        required=True,
+        action="append",
+        help="libpq connection string to the local PgBouncer; repeat it for each process",
     )
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds per check (default 3)")
     parser.add_argument(

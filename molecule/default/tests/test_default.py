@@ -1,6 +1,7 @@
 """Verifier of molecule/default: the whole tier converged on three containers in one pod."""
 
 import os
+import re
 import time
 
 import pytest
@@ -94,20 +95,74 @@ def test_pgbouncer_running_on_6432():
     assert int(limit) > 1000
 
 
+def _processes():
+    """The number of PgBouncer processes the role chose (one per vCPU: the container sees the
+    host's), from restart-settings."""
+    text = BOUNCER.file("/etc/pgbouncer/restart-settings").content_string
+    return int(text.split("processes=")[1].split()[0])
+
+
 def test_pgbouncer_settings():
     ini = BOUNCER.file("/etc/pgbouncer/pgbouncer.ini")
     assert ini.user == "postgres"
     assert ini.mode == 0o640
+    n = _processes()
     for line in (
         "pool_mode = transaction",
         "max_client_conn = 1000",
-        "default_pool_size = 25",
-        "reserve_pool_size = 5",
+        # the host's 25 (+5) server connections shared out over the processes
+        f"default_pool_size = {-(-25 // n)}",
+        f"reserve_pool_size = {-(-5 // n)}",
         "server_idle_timeout = 600",
         "server_lifetime = 3600",
         "auth_type = scram-sha-256",
     ):
         assert line in ini.content_string
+
+
+def test_pgbouncer_processes_share_the_port():
+    """pgbouncer.service and pgbouncer@2..N.service listen on 6432 together (so_reuseport), each
+    with its own Unix socket (admin console); reload keeps them, restart restarts them all."""
+    n = _processes()
+    nproc = int(BOUNCER.check_output("nproc"))
+    assert n == min(nproc, 8)
+    if n == 1:
+        pytest.skip("one vCPU: a single PgBouncer process")
+    ini = BOUNCER.file("/etc/pgbouncer/pgbouncer.ini").content_string
+    assert "so_reuseport = 1" in ini
+    units = ["pgbouncer.service"] + [f"pgbouncer@{i}.service" for i in range(2, n + 1)]
+
+    def pids():
+        return [int(BOUNCER.check_output(f"systemctl show -p MainPID --value {u}")) for u in units]
+
+    before = pids()
+    assert all(before) and len(set(before)) == n, before
+    # one listening socket per process on the same address and port (ss -p would need ptrace)
+    listeners = BOUNCER.check_output("ss -Hltn").splitlines()
+    assert len([ln for ln in listeners if re.search(r"127\.0\.0\.1:6432\s", ln)]) == n, listeners
+    for i in range(2, n + 1):
+        assert BOUNCER.file(f"/run/pgbouncer-{i}/.s.PGSQL.6432").is_socket
+        limit = BOUNCER.check_output(f"systemctl show -p LimitNOFILE --value pgbouncer@{i}")
+        assert int(limit) > 1000
+    # each process's admin console, through its own socket
+    for i in range(1, n + 1):
+        sock = "/var/run/postgresql" if i == 1 else f"/run/pgbouncer-{i}"
+        out = BOUNCER.run(
+            "PGPASSWORD=%s psql -X -At -h %s -p 6432 -U %s -d pgbouncer -c 'SHOW POOLS'",
+            OWNER_PASSWORD,
+            sock,
+            OWNER,
+        )
+        assert out.rc == 0, out.stderr
+    BOUNCER.check_output("systemctl reload pgbouncer")
+    time.sleep(1)
+    assert pids() == before
+    BOUNCER.check_output("systemctl restart pgbouncer")
+    time.sleep(2)
+    after = pids()
+    assert all(after) and not set(after) & set(before), (before, after)
+    ok = psql(BOUNCER, "SELECT 1", user=APP_USER, password=APP_PASSWORD, port=6432)
+    assert ok.rc == 0, ok.stderr
 
 
 def test_userlist_holds_scram_verifiers_only():
