@@ -133,10 +133,20 @@ def test_inconsistent_manifests_are_refused_even_when_sealed() -> None:
         ({"started_at": "2099-01-01T00:00:00Z"}, "stopped before it started"),
         ({"system_identifier": "abc"}, "bad system identifier"),
         ({"objects": []}, "no objects"),
+        # no raw SHA-256 is allowed only where the compression records its content checksum
+        ({"objects": [StoredObject("data.zst.enc", 0, "0" * 64, 0, None)]}, "bad checksum"),
     ]:
         bad = Manifest(**{**good.__dict__, **change})
         with pytest.raises(IntegrityError, match=message):
             bad.check(bad.id)
+    unhashed = Manifest(
+        **{
+            **good.__dict__,
+            "objects": [StoredObject("data.zst.enc", 0, "0" * 64, 0, None)],
+            "compression": {**good.compression, "content_checksum": catalog.CONTENT_CHECKSUM},
+        }
+    )
+    unhashed.check(unhashed.id)
 
 
 def test_one_unreadable_manifest_does_not_take_the_repository_down(

@@ -11,12 +11,13 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import psycopg
+from . import __version__, views
+from .errors import EXIT_OK, DbtierError, Terminated, UsageError, first_line
 
-from . import __version__, db, migrations, sampledata, views
-from .errors import EXIT_OK, DbtierError, Terminated, UsageError
+if TYPE_CHECKING:
+    from . import migrations
 
 
 def default_migrations_dir() -> str:
@@ -55,6 +56,8 @@ def _steps_text(title: str, result: migrations.RunResult) -> str:
 
 
 def _result_payload(result: migrations.RunResult, dsn: str | None) -> dict[str, Any]:
+    from . import db
+
     return {
         "database": db.describe(db.resolve_dsn(dsn)),
         "changed": result.changed,
@@ -66,6 +69,8 @@ def _result_payload(result: migrations.RunResult, dsn: str | None) -> dict[str, 
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    from . import migrations
+
     report = _say if not args.quiet else (lambda _m: None)
     if args.action in ("up", "down"):
         result = migrations.migrate(
@@ -108,6 +113,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _repair_text(fixed: migrations.RepairResult) -> str:
+    from . import migrations
+
     lines = [f"repaired: {', '.join(fixed.repaired) or 'nothing'}"]
     if fixed.forgotten:
         rows = "row" if len(fixed.forgotten) == 1 else "rows"
@@ -160,6 +167,8 @@ def cmd_refresh_views(args: argparse.Namespace) -> int:
 
 
 def cmd_sample_data(args: argparse.Namespace) -> int:
+    from . import sampledata
+
     size = sampledata.SampleSize(
         scenarios=args.scenarios,
         logs_per_scenario=args.logs_per_scenario,
@@ -187,8 +196,8 @@ def _settings(args: argparse.Namespace) -> Any:
         "compression_level": getattr(args, "compression_level", None),
     }
     settings = config.load(getattr(args, "config", None), overrides)
-    if settings.dsn is None:
-        settings.dsn = db.resolve_dsn(None)
+    if settings.dsn is None:  # db.resolve_dsn(None), without importing psycopg for wal-push
+        settings.dsn = os.environ.get("DATABASE_URL", "")
     return settings
 
 
@@ -213,7 +222,7 @@ def _kv_text(data: dict[str, Any]) -> str:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from . import backup, jobs, maintenance
+    from . import backup, db, jobs, maintenance
     from .status import human_age
 
     jobs.set_quiet(args.quiet)
@@ -910,8 +919,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DbtierError as exc:
         print(f"dbtier: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except psycopg.Error as exc:
-        print(f"dbtier: error: PostgreSQL: {db.first_line(exc)}", file=sys.stderr)
+    except Exception as exc:
+        # psycopg is imported by the commands that use it, not here (wal-push starts cold per
+        # WAL segment): a PostgreSQL error is recognised without importing it.
+        psycopg = sys.modules.get("psycopg")
+        if psycopg is None or not isinstance(exc, psycopg.Error):
+            raise
+        print(f"dbtier: error: PostgreSQL: {first_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("dbtier: interrupted", file=sys.stderr)
