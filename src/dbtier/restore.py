@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pwd
@@ -40,7 +41,7 @@ from .pgtools import Child, last_line, program, split_password
 from .pipeline import download_decrypted
 from .repository import Repository
 from .store import REPOSITORY_HINT, Store, open_store
-from .untar import TarExtractor
+from .untar import TarExtractor, ThreadedWriter
 
 # A restore never overwrites the live database: it restores into <target>__new_<stamp>, then
 # renames the live one aside to <target>__pre_<stamp> (kept: the instant safety copy) and the
@@ -744,11 +745,12 @@ def _extract(repo: Repository, manifest: catalog.Manifest, provider: Any, datadi
     data_key = provider.unwrap(manifest.wrapped_key)
     obj = manifest.objects[0]
     extractor = TarExtractor(datadir)
+    writer = ThreadedWriter(extractor)
     try:
         download_decrypted(
             repo,
             catalog.object_key(manifest.id, obj.key),
-            extractor,  # type: ignore[arg-type]
+            writer,  # type: ignore[arg-type]
             data_key,
             expected_sha256=obj.sha256,
             expected_size=obj.size,
@@ -756,9 +758,12 @@ def _extract(repo: Repository, manifest: catalog.Manifest, provider: Any, datadi
             expected_raw_size=obj.raw_size,
             hash_raw=False,  # unless the manifest has a raw SHA-256 to compare with
         )
+        writer.close()
         extractor.close()
     except BaseException:
-        extractor._abort()
+        with contextlib.suppress(BaseException):
+            writer.close()  # the thread must not write on while the caller cleans up
+        extractor.abort()
         raise
     log("restore.unpacked", backup_id=manifest.id, files=extractor.files, bytes=extractor.bytes)
     _check_system_identifier(datadir, manifest)

@@ -15,7 +15,10 @@ ownership is the caller's business (restore gives everything to the server's use
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from .errors import DbtierError
 
@@ -100,10 +103,11 @@ class TarExtractor:
     def close(self) -> None:
         """The stream ended: it must have ended with the end-of-archive block."""
         if self._fd is not None or self._remaining or not self._ended:
-            self._abort()
+            self.abort()
             raise DbtierError("base backup tar is truncated (no end-of-archive marker)")
 
-    def _abort(self) -> None:
+    def abort(self) -> None:
+        """Close the file being written (after an error)."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -188,3 +192,45 @@ class TarExtractor:
             os.utime(fd, (self._mtime, self._mtime))
         finally:
             os.close(fd)
+
+
+class ThreadedWriter:
+    """write() hands chunks to a thread that feeds them to target.write (a bounded queue of
+    `depth` chunks): decompression (which releases the GIL) and the file writes run at once on
+    two cores. An error of the thread is raised by the next write() or by close()."""
+
+    def __init__(self, target: Any, depth: int = 8) -> None:
+        self._target = target
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="untar", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is None:
+                try:
+                    self._target.write(item)
+                except BaseException as exc:  # raised in the caller's thread
+                    self._error = exc
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def write(self, data: bytes) -> int:
+        self._raise()
+        self._queue.put(data if isinstance(data, bytes) else bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        self._raise()
+
+    def close(self) -> None:
+        """Wait until every chunk is written; raise the thread's error, if any."""
+        self._queue.put(None)
+        self._thread.join()
+        self._raise()
