@@ -93,6 +93,7 @@ def _stream_object(
     *,
     hash_raw: bool = True,
     clock: StreamClock | None = None,
+    level: int | None = None,
 ) -> StoredObject:
     """The child's stdout, compressed and encrypted, as one new object of the backup."""
     key = catalog.object_key(backup_id, name)
@@ -109,7 +110,7 @@ def _stream_object(
             key,
             source,
             data_key,
-            level=store.settings.compression_level,
+            level=store.settings.compression_level if level is None else level,
             if_absent=True,
             hash_raw=hash_raw,
         )
@@ -141,6 +142,7 @@ def _manifest(
     wrapped: dict[str, str],
     settings: Settings,
     fmt: str,
+    level: int | None = None,
     **extra: Any,
 ) -> catalog.Manifest:
     return catalog.Manifest(
@@ -155,7 +157,7 @@ def _manifest(
         encryption={"algorithm": "AES-256-GCM", "data_key": wrapped},
         compression={
             "algorithm": "zstd",
-            "level": settings.compression_level,
+            "level": settings.compression_level if level is None else level,
             # written only when an object leaves its raw_sha256 out (see catalog.py)
             **({"content_checksum": catalog.CONTENT_CHECKSUM} if obj.raw_sha256 is None else {}),
         },
@@ -386,6 +388,10 @@ def backup_base(
             "--format=tar",
             "--wal-method=none",
             "--checkpoint=fast",
+            # PostgreSQL's own backup_manifest stays (file list, sizes, WAL range), without a
+            # CRC-32C of every file computed by the walsender (0.4 CPU s per 2.5 GB on the
+            # server): the stream is authenticated by GCM and checked by zstd's checksum.
+            "--manifest-checksums=NONE",
             "--verbose",
             "--no-password",
             "--dbname",
@@ -408,6 +414,7 @@ def backup_base(
                 data_key,
                 hash_raw=False,
                 clock=clock,
+                level=settings.base_compression_level,
             )
         finally:
             watchdog.stop()
@@ -441,6 +448,7 @@ def backup_base(
             wrapped,
             settings,
             "tar",
+            level=settings.base_compression_level,
             start_lsn=start_lsn,
             stop_lsn=stop_lsn,
             timeline=timeline,

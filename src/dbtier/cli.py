@@ -194,6 +194,8 @@ def _settings(args: argparse.Namespace) -> Any:
         "region": getattr(args, "region", None),
         "metrics_dir": getattr(args, "metrics_dir", None),
         "compression_level": getattr(args, "compression_level", None),
+        # --compression-level is the level of the backup being taken, whichever its kind
+        "base_compression_level": getattr(args, "compression_level", None),
     }
     settings = config.load(getattr(args, "config", None), overrides)
     if settings.dsn is None:  # db.resolve_dsn(None), without importing psycopg for wal-push
@@ -512,7 +514,10 @@ def _add_backup_parsers(
         help="instead of copying, check that S3 replication delivered the backup",
     )
     dr.add_argument(
-        "--compression-level", type=int, help="zstd level 1-19 (default 3)", metavar="N"
+        "--compression-level",
+        type=int,
+        help="zstd level 1-19 (default: 3 for full, 1 for base backups)",
+        metavar="N",
     )
 
     bk = sub.add_parser("backup", help="make, verify, list and expire backups")
