@@ -1145,9 +1145,18 @@ def _recovery_failure(cluster: LocalCluster) -> str:
     except OSError:
         return "see the server log"
     for line in reversed(lines):
-        if "FATAL" in line or "PANIC" in line:
+        # The connection attempts of _wait_promoted are refused with FATALs of their own
+        # ("the database system is in recovery mode"), possibly logged after the startup
+        # process's: they say nothing about why recovery stopped.
+        if ("FATAL" in line or "PANIC" in line) and not _CONNECTION_REFUSED.search(line):
             return re.sub(r"^.*?(FATAL|PANIC):\s*", "", line)
     return f"see {cluster.logfile}"
+
+
+_CONNECTION_REFUSED = re.compile(
+    r"the database system is (starting up|in recovery mode|shutting down|not yet accepting"
+    r" connections|not accepting connections)"
+)
 
 
 # ---------------------------------------------------------------------------------- RDS
