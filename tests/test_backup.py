@@ -470,29 +470,104 @@ def test_progress_reader_passes_data_through_and_reports(capsys: pytest.CaptureF
     assert "bytes=4096" in lines[-1] and "percent=50" in lines[-1] and "backup_id=b1" in lines[-1]
 
 
-@pytest.mark.parametrize("name, link", [("../evil", None), ("ok", "../../etc/passwd")])
+@pytest.mark.parametrize(
+    "name, link, kind",
+    [
+        ("../evil", None, None),
+        ("/tmp/evil", None, None),
+        ("ok", "../../etc/passwd", None),
+        ("ok", "/etc/passwd", None),
+        ("ok", "PG_VERSION", "hardlink"),
+        ("fifo", None, "fifo"),
+    ],
+)
 def test_base_backup_unpacking_refuses_escaping_members(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, link: str | None
+    tmp_path: Path, name: str, link: str | None, kind: str | None
 ) -> None:
-    """Without Python's tar "data" filter (Debian 12's 3.11.2), members are checked by hand."""
+    """The base backup's tar extractor refuses what could land outside the data directory or
+    what a base backup never holds, naming the member, whatever the chunking of the stream."""
     import io
     import tarfile
 
-    from dbtier import restore
     from dbtier.errors import DbtierError
+    from dbtier.untar import TarExtractor
 
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         tar.addfile(tarfile.TarInfo("PG_VERSION"), io.BytesIO(b""))
         member = tarfile.TarInfo(name)
         if link:
-            member.type, member.linkname = tarfile.SYMTYPE, link
+            member.type = tarfile.LNKTYPE if kind == "hardlink" else tarfile.SYMTYPE
+            member.linkname = link
+        elif kind == "fifo":
+            member.type = tarfile.FIFOTYPE
         tar.addfile(member, io.BytesIO(b""))
-    monkeypatch.delattr(tarfile, "data_filter", raising=False)
-    buffer.seek(0)
-    with tarfile.open(fileobj=buffer, mode="r|") as tar, pytest.raises(DbtierError, match="unsafe"):
-        restore._safe_extract(tar, tmp_path / "data")
-    assert not (tmp_path / "evil").exists()
+    data = buffer.getvalue()
+    extractor = TarExtractor(tmp_path / "data")
+    with pytest.raises(DbtierError, match="unsafe member in base backup"):
+        for start in range(0, len(data), 100):  # odd chunks: headers split across writes
+            extractor.write(data[start : start + 100])
+        extractor.close()
+    assert not (tmp_path / "evil").exists() and not Path("/tmp/evil").exists()
+
+
+def test_base_backup_unpacking_writes_what_tar_holds_and_refuses_a_truncated_stream(
+    tmp_path: Path,
+) -> None:
+    """Files (sizes around the 512-byte blocks, empty ones), directories, an inner relative
+    link and their modes arrive intact through any chunking; a stream cut short or followed by
+    anything but tar's zero padding is refused."""
+    import io
+    import os
+    import tarfile
+
+    from dbtier.errors import DbtierError
+    from dbtier.untar import TarExtractor
+
+    files = {
+        "PG_VERSION": b"15\n",
+        "base/1/1259": os.urandom(8192 * 3 + 7),
+        "base/1/empty": b"",
+        "global/pg_control": os.urandom(512),
+        "pg_wal/archive_status/x": os.urandom(511),
+    }
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for directory in ("base", "base/1", "global", "pg_wal", "pg_wal/archive_status"):
+            info = tarfile.TarInfo(directory)
+            info.type, info.mode = tarfile.DIRTYPE, 0o700
+            tar.addfile(info)
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(content), 0o600, 1_700_000_000
+            tar.addfile(info, io.BytesIO(content))
+        link = tarfile.TarInfo("base/latest")
+        link.type, link.linkname = tarfile.SYMTYPE, "1"
+        tar.addfile(link)
+    data = buffer.getvalue()
+    for chunk in (1, 511, 512, 4096, len(data)):
+        root = tmp_path / f"data-{chunk}"
+        extractor = TarExtractor(root)
+        for start in range(0, len(data), chunk):
+            extractor.write(data[start : start + chunk])
+        extractor.close()
+        for name, content in files.items():
+            assert (root / name).read_bytes() == content, (chunk, name)
+            assert (root / name).stat().st_mode & 0o777 == 0o600
+            assert int((root / name).stat().st_mtime) == 1_700_000_000
+        assert os.readlink(root / "base/latest") == "1"
+        assert extractor.files == len(files)
+    end = data.rstrip(b"\0")
+    for broken, error in (
+        (data[: len(end) - 100], "truncated"),  # in the middle of the last file
+        (end, "truncated"),  # no end-of-archive blocks
+        (data + b"junk", "after the end of the archive"),
+    ):
+        extractor = TarExtractor(tmp_path / "broken")
+        with pytest.raises(DbtierError, match=error):
+            extractor.write(broken)
+            extractor.close()
+        shutil.rmtree(tmp_path / "broken")
 
 
 # ============================================================ restore safety (items 3, 9-13)

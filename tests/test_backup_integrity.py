@@ -113,6 +113,35 @@ def test_edited_manifest_is_broken_everywhere(
     assert catalog.archived_wal(catalog_repo(store)) == archived_before
 
 
+def test_a_base_backup_without_raw_sha256_still_detects_a_corrupted_object(
+    base_backup: dict, store: dict
+) -> None:
+    """Base backups record no SHA-256 of the raw tar (zstd's XXH64 and the GCM tags cover it,
+    the manifest says so) and are taken at base_compression_level (1); one flipped byte of the
+    stored object still fails verify, names the object, and the deep verify unpacks nothing."""
+    body = json.loads(
+        (store["repo"] / "backups" / base_backup["id"] / "manifest.json").read_text()
+    )["body"]
+    assert body["compression"] == {
+        "algorithm": "zstd",
+        "level": 1,
+        "content_checksum": catalog.CONTENT_CHECKSUM,
+    }
+    [obj] = body["objects"]
+    assert obj["raw_sha256"] is None and obj["raw_size"] > 0
+    verify = cli(store, "backup", "verify", base_backup["id"], "--json")
+    assert verify.returncode == 0, verify.stderr
+
+    path = store["repo"] / "backups" / base_backup["id"] / obj["key"]
+    flip(path, path.stat().st_size // 2)
+    for args in (("backup", "verify", base_backup["id"]),
+                 ("backup", "verify", base_backup["id"], "--deep")):  # fmt: skip
+        proc = cli(store, *args)
+        assert proc.returncode == 1, proc.stderr
+        last = proc.stderr.strip().splitlines()[-1]
+        assert obj["key"] in last and "authentication failed" in last, last
+
+
 def test_manifest_moved_to_another_backup_is_refused(base_backup: dict, store: dict) -> None:
     made = cli(store, "backup", "base", "--json", dsn=base_backup["dsn"])
     assert made.returncode == 0, made.stderr
@@ -133,10 +162,20 @@ def test_inconsistent_manifests_are_refused_even_when_sealed() -> None:
         ({"started_at": "2099-01-01T00:00:00Z"}, "stopped before it started"),
         ({"system_identifier": "abc"}, "bad system identifier"),
         ({"objects": []}, "no objects"),
+        # no raw SHA-256 is allowed only where the compression records its content checksum
+        ({"objects": [StoredObject("data.zst.enc", 0, "0" * 64, 0, None)]}, "bad checksum"),
     ]:
         bad = Manifest(**{**good.__dict__, **change})
         with pytest.raises(IntegrityError, match=message):
             bad.check(bad.id)
+    unhashed = Manifest(
+        **{
+            **good.__dict__,
+            "objects": [StoredObject("data.zst.enc", 0, "0" * 64, 0, None)],
+            "compression": {**good.compression, "content_checksum": catalog.CONTENT_CHECKSUM},
+        }
+    )
+    unhashed.check(unhashed.id)
 
 
 def test_one_unreadable_manifest_does_not_take_the_repository_down(

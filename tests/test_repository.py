@@ -279,6 +279,39 @@ def test_encrypted_round_trip_and_tamper(repo: Repository) -> None:
         verify_object(repo, up.key, os.urandom(32), up.sha256)
 
 
+def test_unhashed_content_is_still_checked_by_the_zstd_frame_checksum(repo: Repository) -> None:
+    """hash_raw=False (base backups): no raw SHA-256, and still a plaintext that differs from
+    what was compressed is refused. Here the frame's XXH64 is damaged *before* encryption, so
+    every GCM tag and the stored SHA-256 are right and only the content checksum can tell."""
+    import zstandard
+
+    from dbtier.compression import compressor
+    from dbtier.crypto import EncryptingWriter
+
+    data = os.urandom(MiB) + b"compressible " * 100_000
+    up = upload_encrypted(repo, "backups/b2/base.tar.zst.enc", io.BytesIO(data), DATA_KEY,
+                          hash_raw=False)  # fmt: skip
+    assert up.raw_sha256 is None and up.raw_size == len(data)
+    out = io.BytesIO()
+    down = download_decrypted(repo, up.key, out, DATA_KEY, up.sha256, hash_raw=False)
+    assert out.getvalue() == data and down.raw_sha256 is None and down.raw_size == len(data)
+    # A manifest with a raw SHA-256 (older backups) is checked against it even so.
+    with pytest.raises(IntegrityError, match="content checksum mismatch"):
+        download_decrypted(repo, up.key, None, DATA_KEY, expected_raw_sha256="0" * 64,
+                           hash_raw=False)  # fmt: skip
+
+    frame = bytearray(compressor(3, 0).compress(data))
+    assert zstandard.get_frame_parameters(bytes(frame)).has_checksum
+    frame[-1] ^= 0x01  # the last 4 bytes are the XXH64 content checksum
+    sink = io.BytesIO()
+    writer = EncryptingWriter(sink, DATA_KEY, context=up.key.encode())
+    writer.write(bytes(frame))
+    writer.close()
+    info = repo.put_stream(up.key, io.BytesIO(sink.getvalue()))
+    with pytest.raises(IntegrityError, match="decompression failed"):
+        verify_object(repo, up.key, DATA_KEY, info.sha256, hash_raw=False)
+
+
 def test_empty_source_round_trip(repo: Repository) -> None:
     up = upload_encrypted(repo, "wal/empty", io.BytesIO(b""), DATA_KEY)
     out = io.BytesIO()

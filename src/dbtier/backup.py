@@ -3,6 +3,8 @@ repository; the manifest is written last, then the DR copy is made or checked.""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import re
 import socket
 import subprocess
@@ -37,21 +39,80 @@ def _server_facts(conn: psycopg.Connection) -> dict[str, Any]:
     }
 
 
+PIPE_SIZE = 1 << 20  # the child's stdout pipe (Linux default 64 KiB: 16 wake-ups per MiB)
+
+
+def _widen_pipe(handle: Any) -> None:
+    """Best effort: a bigger pipe buffer between the child and us (Linux F_SETPIPE_SZ)."""
+    setpipe = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setpipe is None:
+        return
+    with contextlib.suppress(OSError):  # above /proc/sys/fs/pipe-max-size for a non-root user
+        fcntl.fcntl(handle.fileno(), setpipe, PIPE_SIZE)
+
+
+class StreamClock:
+    """Passes a stream through and notes when its first and last bytes came and its longest
+    pause: for a base backup, the wait for the checkpoint before the first byte and the wait
+    of pg_backup_stop for the archiver (before PostgreSQL's backup_manifest is sent)."""
+
+    def __init__(self, src: Any, started: float) -> None:
+        self.src, self.started = src, started
+        self.first: float | None = None
+        self.last = started
+        self.pause, self.pause_at = 0.0, 0.0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.src.read(size)
+        now = time.monotonic()
+        if data:
+            if self.first is None:
+                self.first = now
+            elif now - self.last > self.pause:
+                self.pause, self.pause_at = now - self.last, self.last
+            self.last = now
+        return data
+
+    def phases(self) -> dict[str, float]:
+        first = self.first if self.first is not None else self.last
+        return {
+            "checkpoint_seconds": round(first - self.started, 2),
+            "stream_seconds": round(self.last - first - self.pause, 2),
+            "longest_pause_seconds": round(self.pause, 2),
+            "longest_pause_after_seconds": round(max(0.0, self.pause_at - self.started), 2),
+        }
+
+
 def _stream_object(
-    store: Store, backup_id: str, name: str, child: Child, total: int | None, data_key: bytes
+    store: Store,
+    backup_id: str,
+    name: str,
+    child: Child,
+    total: int | None,
+    data_key: bytes,
+    *,
+    hash_raw: bool = True,
+    clock: StreamClock | None = None,
+    level: int | None = None,
 ) -> StoredObject:
     """The child's stdout, compressed and encrypted, as one new object of the backup."""
     key = catalog.object_key(backup_id, name)
     try:
         assert child.proc.stdout is not None
-        source = ProgressReader(child.proc.stdout, "backup.progress", total, backup_id=backup_id)
+        _widen_pipe(child.proc.stdout)
+        raw: Any = child.proc.stdout
+        if clock is not None:
+            clock.src = raw
+            raw = clock
+        source = ProgressReader(raw, "backup.progress", total, backup_id=backup_id)
         upload = upload_encrypted(
             store.repo,
             key,
             source,
             data_key,
-            level=store.settings.compression_level,
+            level=store.settings.compression_level if level is None else level,
             if_absent=True,
+            hash_raw=hash_raw,
         )
     except BaseException:
         child.kill()
@@ -81,6 +142,7 @@ def _manifest(
     wrapped: dict[str, str],
     settings: Settings,
     fmt: str,
+    level: int | None = None,
     **extra: Any,
 ) -> catalog.Manifest:
     return catalog.Manifest(
@@ -93,7 +155,12 @@ def _manifest(
         stopped_at=catalog.iso(catalog.now_utc()),
         objects=[obj],
         encryption={"algorithm": "AES-256-GCM", "data_key": wrapped},
-        compression={"algorithm": "zstd", "level": settings.compression_level},
+        compression={
+            "algorithm": "zstd",
+            "level": settings.compression_level if level is None else level,
+            # written only when an object leaves its raw_sha256 out (see catalog.py)
+            **({"content_checksum": catalog.CONTENT_CHECKSUM} if obj.raw_sha256 is None else {}),
+        },
         format=fmt,
         tool_version=__version__,
         host=socket.gethostname(),
@@ -321,19 +388,37 @@ def backup_base(
             "--format=tar",
             "--wal-method=none",
             "--checkpoint=fast",
+            # PostgreSQL's own backup_manifest stays (file list, sizes, WAL range), without a
+            # CRC-32C of every file computed by the walsender (0.4 CPU s per 2.5 GB on the
+            # server): the stream is authenticated by GCM and checked by zstd's checksum.
+            "--manifest-checksums=NONE",
             "--verbose",
             "--no-password",
             "--dbname",
             bare_dsn,
         ]
+        clock = StreamClock(None, time.monotonic())
         child = Child(cmd, env, stdout=subprocess.PIPE)
         watchdog = ArchiverWatchdog(dsn, child, wal_wait)
         watchdog.start()
         log("backup.base", backup_id=backup_id)
         try:
-            obj = _stream_object(store, backup_id, "base.tar.zst.enc", child, total, data_key)
+            # No SHA-256 of the raw tar (1.5 CPU s per 2.5 GB on the critical path): zstd's
+            # frame checksum and the GCM tags protect it (catalog.CONTENT_CHECKSUM).
+            obj = _stream_object(
+                store,
+                backup_id,
+                "base.tar.zst.enc",
+                child,
+                total,
+                data_key,
+                hash_raw=False,
+                clock=clock,
+                level=settings.base_compression_level,
+            )
         finally:
             watchdog.stop()
+        streamed = time.monotonic()
         if watchdog.reason:
             child.wait()
             store.repo.delete(catalog.object_key(backup_id, obj.key))
@@ -346,6 +431,12 @@ def backup_base(
         stop_lsn, stop_wal = _location(history, "STOP WAL LOCATION")
         timeline = int(history.get("START TIMELINE", "1"))
         _wait_for_wal(store, stop_wal, wal_wait)
+        phases = {
+            **clock.phases(),
+            "upload_end_seconds": round(streamed - clock.last, 2),
+            "wal_check_seconds": round(time.monotonic() - streamed, 2),
+        }
+        log("backup.phases", backup_id=backup_id, **phases)
         job.bytes = obj.size
         job.set(start_lsn=start_lsn, stop_lsn=stop_lsn, timeline=timeline, checksum=obj.sha256)
         manifest = _manifest(
@@ -357,6 +448,7 @@ def backup_base(
             wrapped,
             settings,
             "tar",
+            level=settings.base_compression_level,
             start_lsn=start_lsn,
             stop_lsn=stop_lsn,
             timeline=timeline,
@@ -364,7 +456,10 @@ def backup_base(
             stop_wal_file=stop_wal,
             wal_segment_size=segment_size,
         )
-        return _finish(store, manifest, data_key, job, secondary, check_replication)
+        written = time.monotonic()
+        result = _finish(store, manifest, data_key, job, secondary, check_replication)
+        phases["finish_seconds"] = round(time.monotonic() - written, 2)
+        return {**result, "phases": phases}
     raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -36,6 +36,11 @@ WAL_FILE_RE = re.compile(r"^([0-9A-F]{24}(\.partial|\.[0-9A-F]{8}\.backup)?|[0-9
 WAL_SEGMENT_SIZE = 16 * 1024 * 1024
 _LSN_RE = re.compile(r"^[0-9A-F]{1,8}/[0-9A-F]{1,8}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+# A manifest whose compression says {"content_checksum": "xxh64"} may leave an object's
+# raw_sha256 out (base backups of dbtier after 1.0.0): every zstd frame dbtier writes carries
+# the XXH64 of its uncompressed content, checked by every decompression, under GCM tags that
+# authenticate every compressed byte; the stored bytes keep their SHA-256 (checked keyless).
+CONTENT_CHECKSUM = "xxh64"
 _ID_RE = re.compile(r"^(?P<ts>\d{8}T\d{6}Z)-[a-z0-9-]+$")
 
 
@@ -73,7 +78,9 @@ class StoredObject:
     size: int  # bytes as stored
     sha256: str  # of the bytes as stored
     raw_size: int  # bytes before compression and encryption
-    raw_sha256: str
+    # SHA-256 of those bytes; None when the backup's compression records
+    # content_checksum "xxh64" (zstd's frame checksum covers them instead, see CONTENT_CHECKSUM)
+    raw_sha256: str | None
 
 
 @dataclass
@@ -128,7 +135,12 @@ class Manifest:
         for obj in self.objects:
             if obj.size < 0 or obj.raw_size < 0 or "/" in obj.key or not obj.key:
                 problems.append(f"bad object entry {obj.key!r}")
-            if not (_SHA_RE.match(obj.sha256) and _SHA_RE.match(obj.raw_sha256)):
+            raw_ok = (
+                self.compression.get("content_checksum") == CONTENT_CHECKSUM
+                if obj.raw_sha256 is None
+                else isinstance(obj.raw_sha256, str) and _SHA_RE.match(obj.raw_sha256)
+            )
+            if not (isinstance(obj.sha256, str) and _SHA_RE.match(obj.sha256) and raw_ok):
                 problems.append(f"bad checksum of {obj.key!r}")
         if not self.system_identifier.isdigit():
             problems.append(f"bad system identifier {self.system_identifier!r}")

@@ -11,12 +11,13 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import psycopg
+from . import __version__, views
+from .errors import EXIT_OK, DbtierError, Terminated, UsageError, first_line
 
-from . import __version__, db, migrations, sampledata, views
-from .errors import EXIT_OK, DbtierError, Terminated, UsageError
+if TYPE_CHECKING:
+    from . import migrations
 
 
 def default_migrations_dir() -> str:
@@ -55,6 +56,8 @@ def _steps_text(title: str, result: migrations.RunResult) -> str:
 
 
 def _result_payload(result: migrations.RunResult, dsn: str | None) -> dict[str, Any]:
+    from . import db
+
     return {
         "database": db.describe(db.resolve_dsn(dsn)),
         "changed": result.changed,
@@ -66,6 +69,8 @@ def _result_payload(result: migrations.RunResult, dsn: str | None) -> dict[str, 
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    from . import migrations
+
     report = _say if not args.quiet else (lambda _m: None)
     if args.action in ("up", "down"):
         result = migrations.migrate(
@@ -108,6 +113,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _repair_text(fixed: migrations.RepairResult) -> str:
+    from . import migrations
+
     lines = [f"repaired: {', '.join(fixed.repaired) or 'nothing'}"]
     if fixed.forgotten:
         rows = "row" if len(fixed.forgotten) == 1 else "rows"
@@ -160,6 +167,8 @@ def cmd_refresh_views(args: argparse.Namespace) -> int:
 
 
 def cmd_sample_data(args: argparse.Namespace) -> int:
+    from . import sampledata
+
     if args.scale is not None:
         scale = sampledata.parse_scale(args.scale)
         if args.jobs < 1:
@@ -191,7 +200,7 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from . import benchqueries
+    from . import benchqueries, sampledata
 
     result = benchqueries.run(
         args.dsn,
@@ -224,10 +233,12 @@ def _settings(args: argparse.Namespace) -> Any:
         "region": getattr(args, "region", None),
         "metrics_dir": getattr(args, "metrics_dir", None),
         "compression_level": getattr(args, "compression_level", None),
+        # --compression-level is the level of the backup being taken, whichever its kind
+        "base_compression_level": getattr(args, "compression_level", None),
     }
     settings = config.load(getattr(args, "config", None), overrides)
-    if settings.dsn is None:
-        settings.dsn = db.resolve_dsn(None)
+    if settings.dsn is None:  # db.resolve_dsn(None), without importing psycopg for wal-push
+        settings.dsn = os.environ.get("DATABASE_URL", "")
     return settings
 
 
@@ -252,7 +263,7 @@ def _kv_text(data: dict[str, Any]) -> str:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from . import backup, jobs, maintenance
+    from . import backup, db, jobs, maintenance
     from .status import human_age
 
     jobs.set_quiet(args.quiet)
@@ -590,7 +601,10 @@ def _add_backup_parsers(
         help="instead of copying, check that S3 replication delivered the backup",
     )
     dr.add_argument(
-        "--compression-level", type=int, help="zstd level 1-19 (default 3)", metavar="N"
+        "--compression-level",
+        type=int,
+        help="zstd level 1-19 (default: 3 for full, 1 for base backups)",
+        metavar="N",
     )
 
     bk = sub.add_parser("backup", help="make, verify, list and expire backups")
@@ -997,8 +1011,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DbtierError as exc:
         print(f"dbtier: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except psycopg.Error as exc:
-        print(f"dbtier: error: PostgreSQL: {db.first_line(exc)}", file=sys.stderr)
+    except Exception as exc:
+        # psycopg is imported by the commands that use it, not here (wal-push starts cold per
+        # WAL segment): a PostgreSQL error is recognised without importing it.
+        psycopg = sys.modules.get("psycopg")
+        if psycopg is None or not isinstance(exc, psycopg.Error):
+            raise
+        print(f"dbtier: error: PostgreSQL: {first_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("dbtier: interrupted", file=sys.stderr)

@@ -14,10 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
-
-from . import __version__, db
+from . import __version__
+from .errors import first_line
 
 _QUIET = False
 
@@ -97,6 +95,11 @@ class History:
         """A connection for the row. Root on a database host (restore pitr, the switch) reaches
         the server through its socket, where peer authentication admits postgres, not root:
         connect as the server's OS user there."""
+        # psycopg only when a history row is written: wal-push (archive_command, a cold start
+        # per WAL segment) never does.
+        from psycopg.conninfo import conninfo_to_dict
+
+        from . import db
         from .pgcluster import server_identity
 
         host = conninfo_to_dict(self.dsn or "").get("host") or os.environ.get("PGHOST", "")
@@ -115,8 +118,8 @@ class History:
                     cursor = conn.execute(query, params)
                     if fallback and cursor.rowcount == 0:
                         conn.execute(fallback, params)
-        except (psycopg.Error, Exception) as exc:
-            log("history.unavailable", "warning", reason=db.first_line(exc))
+        except Exception as exc:  # psycopg.Error included
+            log("history.unavailable", "warning", reason=first_line(exc))
 
     def start(self, job: Job) -> None:
         self.reap()
@@ -159,8 +162,8 @@ class History:
                         (f"interrupted: process {pid} ended without recording a result", row_id),
                     )
                     log("history.reaped", "warning", row=row_id, pid=pid)
-        except (psycopg.Error, Exception) as exc:
-            log("history.unavailable", "warning", reason=db.first_line(exc))
+        except Exception as exc:  # psycopg.Error included
+            log("history.unavailable", "warning", reason=first_line(exc))
 
     def finish(self, job: Job, error: str | None) -> None:
         f = job.fields

@@ -142,6 +142,7 @@ def _verify(
             obj.sha256,
             expected_size=obj.size,
             expected_raw_sha256=obj.raw_sha256,
+            hash_raw=False,  # unless the manifest has a raw SHA-256 to compare with
             expected_raw_size=obj.raw_size,
         )
         job.bytes += result.raw_size

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pwd
@@ -10,7 +11,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 import time
@@ -41,6 +41,7 @@ from .pgtools import Child, last_line, program, split_password
 from .pipeline import download_decrypted
 from .repository import Repository
 from .store import REPOSITORY_HINT, Store, open_store
+from .untar import TarExtractor, ThreadedWriter
 
 # A restore never overwrites the live database: it restores into <target>__new_<stamp>, then
 # renames the live one aside to <target>__pre_<stamp> (kept: the instant safety copy) and the
@@ -96,6 +97,7 @@ def _download(
                 expected_sha256=obj.sha256,
                 expected_size=obj.size,
                 expected_raw_sha256=obj.raw_sha256,
+                hash_raw=False,  # unless the manifest has a raw SHA-256 to compare with
                 expected_raw_size=obj.raw_size,
             )
         log(
@@ -734,67 +736,36 @@ def _restore_command(settings: Settings) -> str:
     return f"{prefix} {dbtier} wal-fetch %f %p".strip()
 
 
-def _safe_extract(tar: tarfile.TarFile, destination: Path) -> None:
-    """Unpack a streamed tar, refusing members that would land outside destination.
-
-    Python >= 3.11.4 has the "data" filter; Debian 12's 3.11.2 does not, so check by hand.
-    """
-    if hasattr(tarfile, "data_filter"):
-        tar.extractall(destination, filter="data")
-        return
-    root = destination.resolve()
-    for member in tar:
-        path = (root / member.name).resolve()
-        unsafe = not path.is_relative_to(root) or member.isdev()
-        if member.issym() or member.islnk():
-            base = path.parent if member.issym() else root
-            unsafe = unsafe or not (base / member.linkname).resolve().is_relative_to(root)
-        if unsafe:
-            raise DbtierError(f"unsafe member in base backup: {member.name}")
-        tar.extract(member, root, set_attrs=True)
-
-
 def _extract(repo: Repository, manifest: catalog.Manifest, provider: Any, datadir: Path) -> None:
-    """Decrypt the base backup into a pipe and untar from it (no second copy on disk), then
-    check the whole stream against the manifest: stored size and sha256 (by download_decrypted)
-    and raw size and sha256, before anything may start a server on it."""
+    """Decrypt and decompress the base backup straight into the data directory (untar.py: file
+    data is written from the decompressed chunks, no second copy on disk), then check the
+    whole stream against the manifest: stored size and sha256, raw size (and the raw sha256 of
+    backups that have one) by download_decrypted, zstd's content checksum by the decompressor,
+    before anything may start a server on it."""
     data_key = provider.unwrap(manifest.wrapped_key)
     obj = manifest.objects[0]
-    read_fd, write_fd = os.pipe()
-    errors: list[BaseException] = []
-
-    def produce() -> None:
-        try:
-            with os.fdopen(write_fd, "wb") as sink:
-                download_decrypted(
-                    repo,
-                    catalog.object_key(manifest.id, obj.key),
-                    sink,
-                    data_key,
-                    expected_sha256=obj.sha256,
-                    expected_size=obj.size,
-                    expected_raw_sha256=obj.raw_sha256,
-                    expected_raw_size=obj.raw_size,
-                )
-        except BaseException as exc:
-            errors.append(exc)
-
-    producer = threading.Thread(target=produce, daemon=True)
-    producer.start()
+    extractor = TarExtractor(datadir)
+    writer = ThreadedWriter(extractor)
     try:
-        with os.fdopen(read_fd, "rb") as source:
-            with tarfile.open(fileobj=source, mode="r|") as tar:
-                _safe_extract(tar, datadir)
-            while source.read(1 << 20):  # tar's end padding: the checksum covers every byte
-                pass
-    except (tarfile.TarError, OSError) as exc:
-        producer.join(timeout=60)
-        if errors:
-            raise errors[0] from None
-        raise DbtierError(f"cannot unpack base backup {manifest.id}: {exc}") from None
-    producer.join()
-    if errors:
-        raise errors[0]
+        download_decrypted(
+            repo,
+            catalog.object_key(manifest.id, obj.key),
+            writer,  # type: ignore[arg-type]
+            data_key,
+            expected_sha256=obj.sha256,
+            expected_size=obj.size,
+            expected_raw_sha256=obj.raw_sha256,
+            expected_raw_size=obj.raw_size,
+            hash_raw=False,  # unless the manifest has a raw SHA-256 to compare with
+        )
+        writer.close()
+        extractor.close()
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            writer.close()  # the thread must not write on while the caller cleans up
+        extractor.abort()
+        raise
+    log("restore.unpacked", backup_id=manifest.id, files=extractor.files, bytes=extractor.bytes)
     _check_system_identifier(datadir, manifest)
 
 
@@ -1174,9 +1145,18 @@ def _recovery_failure(cluster: LocalCluster) -> str:
     except OSError:
         return "see the server log"
     for line in reversed(lines):
-        if "FATAL" in line or "PANIC" in line:
+        # The connection attempts of _wait_promoted are refused with FATALs of their own
+        # ("the database system is in recovery mode"), possibly logged after the startup
+        # process's: they say nothing about why recovery stopped.
+        if ("FATAL" in line or "PANIC" in line) and not _CONNECTION_REFUSED.search(line):
             return re.sub(r"^.*?(FATAL|PANIC):\s*", "", line)
     return f"see {cluster.logfile}"
+
+
+_CONNECTION_REFUSED = re.compile(
+    r"the database system is (starting up|in recovery mode|shutting down|not yet accepting"
+    r" connections|not accepting connections)"
+)
 
 
 # ---------------------------------------------------------------------------------- RDS

@@ -6,9 +6,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from psycopg import sql
-
-from . import db
 from .errors import UsageError
 
 VIEWS = ("mv_scenario_daily_stats", "mv_monthly_costs", "mv_source_analytics")
@@ -25,6 +22,10 @@ def refresh(
     creates both), so a never-populated view gets a plain refresh first."""
     wanted = list(names) if names else list(VIEWS)
     results = []
+    from psycopg import sql  # not at import: the CLI (wal-push too) imports this module
+
+    from . import db
+
     with db.connect(dsn, autocommit=True) as conn:
         rows = conn.execute(
             "SELECT schemaname, matviewname, ispopulated FROM pg_matviews "
