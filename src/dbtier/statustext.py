@@ -118,10 +118,11 @@ def _pitr(p: dict[str, Any] | None) -> list[str]:
 
 def _metrics(m: dict[str, Any]) -> list[str]:
     out = [f"{'metrics':<{W}}{m['dir'] or '-'}" + (f" ({m['note']})" if m.get("note") else "")]
+    width = max([W + 2, *(len(j["job"]) + 1 for j in m["jobs"])])
     for j in m["jobs"]:
         since = f" ({j['last_success_age']} ago)" if j["last_success"] else ""
         out.append(
-            f"  {j['job']:<{W + 2}}{j['last_status']:<8}last success "
+            f"  {j['job']:<{width}}{j['last_status']:<8}last success "
             f"{_when(j['last_success'])}{since}"
         )
     return out
