@@ -108,3 +108,35 @@ def fake_segment(
     path = directory / name
     path.write_bytes(body + bytes(SEGMENT_SIZE - len(body)))
     return path
+
+
+class BenchQuick:
+    """One `python -m benchmarks --quick` run shared by the tests of every suite."""
+
+    def __init__(self, out: Path, stderr: str) -> None:
+        import json
+
+        self.out = out
+        self.stderr = stderr
+        (results_file,) = out.glob("*.json")
+        self.results = json.loads(results_file.read_text())
+
+    def section(self, name: str) -> dict:
+        return self.results["suites"][name]
+
+
+@pytest.fixture(scope="session")
+def bench_quick(tmp_path_factory: pytest.TempPathFactory) -> BenchQuick:
+    """`make bench-quick` once per session (every suite at a tiny scale, a smoke test): the
+    suites' tests check their sections and rendering from it instead of running again."""
+    out = tmp_path_factory.mktemp("bench-quick")
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return BenchQuick(out, proc.stderr)

@@ -5,14 +5,13 @@ real PostgreSQL with TLS and SCRAM; its section has the expected shape and rende
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from benchmarks import common, suite_pgbouncer
-from dbtier.pgcluster import chown_to_server_user
+
+from .conftest import BenchQuick
 
 pytestmark = [
     pytest.mark.ansible,  # renders the role's templates with ansible-playbook
@@ -22,17 +21,9 @@ pytestmark = [
 ]
 
 
-def test_pgbouncer_suite_quick_runs_and_renders(tmp_path: Path) -> None:
-    # Not under pytest's tmp dir: that is private to root, and the servers run as postgres.
-    work = Path(tempfile.mkdtemp(prefix="dbtier-bench-pgb-", dir="/tmp"))
-    work.chmod(0o755)
-    chown_to_server_user(work)
-    ctx = common.Context(quick=True, work=work, assets=tmp_path / "assets")
-    try:
-        section = suite_pgbouncer.run(ctx)
-        assert not (work / "pgbouncer").exists(), "the scratch cluster and poolers are removed"
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+def test_pgbouncer_suite_quick_runs_and_renders(bench_quick: BenchQuick, tmp_path: Path) -> None:
+    ctx = common.Context(quick=True, work=tmp_path, assets=tmp_path / "assets")
+    section = bench_quick.section(suite_pgbouncer.NAME)
     section = json.loads(json.dumps(section))  # JSON-able, as the results file needs
 
     assert suite_pgbouncer.NAME == "pgbouncer"

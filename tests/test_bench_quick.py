@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import BenchQuick
+
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -32,19 +34,9 @@ def suites_in_tree() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("bench-quick")
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "[bench " in proc.stderr  # progress lines
-    return out
+def quick_run(bench_quick: BenchQuick) -> Path:
+    assert "[bench " in bench_quick.stderr  # progress lines
+    return bench_quick.out
 
 
 def test_results_file_has_every_suite_of_the_tree(quick_run: Path) -> None:

@@ -5,30 +5,22 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from benchmarks import common, suite_wal
-from dbtier.pgcluster import chown_to_server_user
+
+from .conftest import BenchQuick
 
 pytestmark = pytest.mark.skipif(
     shutil.which("pgbackrest") is None, reason="pgBackRest (Debian package) is not installed"
 )
 
 
-def test_wal_suite_quick_runs_and_renders(tmp_path: Path) -> None:
-    # Not under pytest's tmp dir: that is private to root, and the server runs as postgres.
-    work = Path(tempfile.mkdtemp(prefix="dbtier-bench-wal-", dir="/tmp"))
-    work.chmod(0o755)
-    chown_to_server_user(work)
-    ctx = common.Context(quick=True, work=work, assets=tmp_path / "assets")
-    try:
-        section = suite_wal.run(ctx)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    assert not (work / "wal").exists(), "the scratch cluster and repositories are removed"
+def test_wal_suite_quick_runs_and_renders(bench_quick: BenchQuick, tmp_path: Path) -> None:
+    ctx = common.Context(quick=True, work=tmp_path, assets=tmp_path / "assets")
+    section = bench_quick.section(suite_wal.NAME)
     section = json.loads(json.dumps(section))  # JSON-able, as the results file needs
 
     assert suite_wal.NAME == "wal"
