@@ -52,7 +52,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--render-only", type=Path, metavar="RESULTS.json", help="re-render, measure nothing"
     )
+    parser.add_argument(
+        "--update",
+        type=Path,
+        metavar="RESULTS.json",
+        help="measure the --only suites again (same scale and repetitions) and replace their "
+        "sections in this results file, then re-render; the report says which were re-measured",
+    )
     args = parser.parse_args(argv)
+    if args.update is not None:
+        if not args.only or args.quick:
+            parser.error("--update needs --only SUITE[,SUITE] and no --quick")
+        if not args.update.is_file():
+            parser.error(f"--update: no results file {args.update}")
     if args.only:
         unknown = sorted(set(args.only.split(",")) - set(SUITES))
         if unknown:
@@ -222,6 +234,13 @@ def render_report(results: dict, report: Path, assets: Path) -> None:
             "repetitions.",
             "",
         ]
+    for u in results.get("updates", []):
+        lines += [
+            f"> **Re-measured** on {u['started'][:16].replace('T', ' ')} UTC with dbtier "
+            f"{(u['versions'].get('dbtier_commit') or '?')[:12]} (`{u['command']}`): "
+            f"{', '.join(u['suites'])}. The other sections are from the run above.",
+            "",
+        ]
     lines += [
         "## The machine",
         "",
@@ -330,6 +349,15 @@ def main(argv: list[str] | None = None) -> int:
     results_path, report, assets = paths(args, started.strftime("%Y-%m-%d"))
     reps = args.reps or (1 if args.quick else FULL_REPS)
     scale = args.scale or (QUICK_SCALE if args.quick else FULL_SCALE)
+    if args.update is not None:  # same data and repetitions as the run it updates
+        previous = json.loads(args.update.read_text())["options"]
+        reps, scale = args.reps or previous["reps"], args.scale or previous["scale"]
+        if (reps, scale) != (previous["reps"], previous["scale"]):
+            sys.exit(
+                f"bench: --update of a run at scale {previous['scale']:g} with "
+                f"{previous['reps']} repetitions: drop --scale/--reps"
+            )
+        results_path = args.update.resolve()
     wanted = args.only.split(",") if args.only else list(SUITES)
     options = {
         "quick": args.quick,
@@ -384,6 +412,19 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    if args.update is not None:
+        updated = json.loads(results_path.read_text())
+        updated["suites"].update(results["suites"])
+        updated.setdefault("updates", []).append(
+            {
+                "suites": sorted(results["suites"]),
+                "started": results["started"],
+                "finished": results["finished"],
+                "command": options["command"],
+                "versions": results["versions"],
+            }
+        )
+        results = updated
     with contextlib.suppress(ValueError):
         results["results_file"] = str(results_path.relative_to(ROOT))
     results.setdefault("results_file", str(results_path))

@@ -839,6 +839,12 @@ def _why(t: dict, section: dict) -> str:
             "the single tar stream pg_basebackup sends, pgBackRest reads and compresses files "
             "with process-max 2"
         )
+    if name.startswith("base backup size"):
+        return (
+            f"{name}: dbtier {ph['dbtier backup base']['bytes'] / 1e6:,.1f} MB vs pgBackRest "
+            f"{ph['pgBackRest backup']['bytes'] / 1e6:,.1f} MB: dbtier compresses base backups "
+            "at base_compression_level (default 2), pgBackRest at zstd level 3"
+        )
     if name.startswith("base restore"):
         return (
             f"{name}: dbtier {br['dbtier unpack']['wall']['median']:.1f} s vs pgBackRest "

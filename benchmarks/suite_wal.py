@@ -790,9 +790,7 @@ def _chart(section: dict, ctx: common.Context) -> None:
 def render(section: dict, ctx: common.Context) -> str:
     _chart(section, ctx)
     s = section["settings"]
-    lines = [
-        f"## {TITLE}",
-        "",
+    lines = [  # the harness writes the "## TITLE" heading
         f"pgbench scale {s['pgbench_scale']}, {s['cores']} cores, {s['reps']} alternating "
         f"repetition(s), WAL segments of {s['wal_segment_bytes'] >> 20} MB, archive_timeout "
         f"{s['archive_timeout']} s; every archiver writes to its own repository on the local disk "

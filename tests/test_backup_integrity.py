@@ -117,14 +117,14 @@ def test_a_base_backup_without_raw_sha256_still_detects_a_corrupted_object(
     base_backup: dict, store: dict
 ) -> None:
     """Base backups record no SHA-256 of the raw tar (zstd's XXH64 and the GCM tags cover it,
-    the manifest says so) and are taken at base_compression_level (1); one flipped byte of the
+    the manifest says so) and are taken at base_compression_level (2); one flipped byte of the
     stored object still fails verify, names the object, and the deep verify unpacks nothing."""
     body = json.loads(
         (store["repo"] / "backups" / base_backup["id"] / "manifest.json").read_text()
     )["body"]
     assert body["compression"] == {
         "algorithm": "zstd",
-        "level": 1,
+        "level": 2,
         "content_checksum": catalog.CONTENT_CHECKSUM,
     }
     [obj] = body["objects"]

@@ -123,3 +123,59 @@ def test_a_failing_suite_stops_the_run_with_one_line_and_keeps_what_was_measured
     assert results["failed"]["suite"] == "backup"
     assert results["skipped"] == []  # wal and pgbouncer come after the failure
     assert not (tmp_path / "BENCHMARKS.md").exists()
+
+
+def test_update_replaces_only_the_remeasured_sections_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import types
+
+    from benchmarks import __main__ as harness
+
+    def fake(name: str, value: int) -> types.ModuleType:
+        module = types.ModuleType(f"benchmarks.suite_{name}")
+        module.NAME, module.TITLE = name, f"Suite {name}"
+        module.run = lambda ctx: {"measured": value}
+        module.render = lambda section, ctx: f"measured {section['measured']}"
+        return module
+
+    first = {"queries": fake("queries", 1), "backup": fake("backup", 1)}
+    monkeypatch.setattr(harness, "load_suite", lambda name: first.get(name))
+    harness.main(["--out", str(tmp_path), "--reps", "1", "--scale", "0.5"])
+    (results_file,) = tmp_path.glob("*.json")
+
+    # the same data and repetitions as the run it updates, or nothing is measured
+    with pytest.raises(SystemExit) as refused:
+        harness.main(["--only", "backup", "--update", str(results_file), "--scale", "2"])
+    assert "drop --scale/--reps" in str(refused.value.code)
+
+    again = {"queries": fake("queries", 2), "backup": fake("backup", 2)}
+    monkeypatch.setattr(harness, "load_suite", lambda name: again.get(name))
+    harness.main(["--only", "backup", "--update", str(results_file), "--out", str(tmp_path)])
+    results = json.loads(results_file.read_text())
+    assert results["suites"] == {"queries": {"measured": 1}, "backup": {"measured": 2}}
+    assert results["options"]["scale"] == 0.5  # the original run's options stay
+    (update,) = results["updates"]
+    assert update["suites"] == ["backup"] and "--update" in update["command"]
+    report = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "**Re-measured**" in report and ": backup. The other sections" in report
+    assert "measured 1" in report and "measured 2" in report
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--update", "x.json"], "--update needs --only"),
+        (["--only", "backup", "--update", "/nonexistent.json"], "no results file"),
+    ],
+)
+def test_update_usage_errors(args: list[str], message: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr

@@ -603,7 +603,7 @@ def _add_backup_parsers(
     dr.add_argument(
         "--compression-level",
         type=int,
-        help="zstd level 1-19 (default: 3 for full, 1 for base backups)",
+        help="zstd level 1-19 (default: 3 for full, 2 for base backups)",
         metavar="N",
     )
 

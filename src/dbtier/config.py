@@ -62,10 +62,10 @@ class Settings:
     retention_count: int = 0  # also keep at least this many newest good backups (0 = off)
     storage_class: str | None = None  # S3 storage class for backup objects, e.g. STANDARD_IA
     compression_level: int = 3
-    # zstd level of base backups: on PostgreSQL's pages level 1 stores within 2 % of level 3
-    # (smaller on some data) at half the CPU, the difference between keeping up with
-    # pgBackRest or not on two cores (docs/BACKUP-RESTORE.md, "Base backup speed").
-    base_compression_level: int = 1
+    # zstd level of base backups: on the mockupAWS data level 2 stores within 2 % of level 3 at
+    # 70 % of its CPU (level 1: +5 %, 55 %), which keeps dbtier ahead of pgBackRest on two cores
+    # at the same size (docs/BENCHMARKS.md).
+    base_compression_level: int = 2
     endpoint_url: str | None = None  # S3/KMS endpoint override (tests, S3-compatible stores)
     region: str | None = None
     secondary_region: str | None = None
