@@ -645,6 +645,38 @@ def _chart(section: dict, ctx: Context) -> str:
     return f"{ctx.assets.name}/pgbouncer.png"
 
 
+def _why_missed(section: dict) -> list[str]:
+    """Why the targets are missed, from this run's CPU costs (docs/PGBOUNCER.md has the perf
+    profiles behind it)."""
+    reuse = section["modes"]["reuse"]["variants"]
+    connect = section["modes"]["connect"]["variants"]
+
+    def part(variants: dict, name: str, key: str) -> float:  # µs
+        return variants[name]["cpu_ms_per_tx"][key] * 1000
+
+    ceilings = {(c["mode"], c["auth"]): c for c in section.get("ceilings", [])}
+    scram = ceilings.get(("connect", "scram"))
+    return [
+        "Why the targets are missed on this machine:",
+        "",
+        f"- Without `-C`: PgBouncer adds {part(reuse, 'pgbouncer scram', 'pooler'):.0f} µs of "
+        "CPU per transaction (most of it the kernel's work for the second loopback TCP hop) "
+        f"while PostgreSQL's own cost does not drop ({part(reuse, 'direct scram', 'server'):.0f} "
+        f"µs direct, {part(reuse, 'pgbouncer scram', 'server'):.0f} µs pooled): with pgbench, "
+        "PgBouncer and PostgreSQL on the same 2 cores, the pooled path does more work per "
+        "transaction than the direct one and no setting removes the hop. One process per vCPU "
+        f"(the role's change) took it from {reuse['pgbouncer-before scram']['ratio_tps']:.2f}x "
+        f"(one process) to {reuse['pgbouncer scram']['ratio_tps']:.2f}x of direct.",
+        f"- With `-C` under SCRAM: pgbench itself spends "
+        f"{part(connect, 'direct scram', 'client'):,.0f} µs of CPU per connection (libpq 15 with "
+        "OpenSSL 3: TLS and the SCRAM key derivation of 4096 iterations), on the same 2 cores "
+        "as the servers, which caps both paths near the same rate. Without the client's CPU "
+        "(applications run on other machines) the pooled path costs "
+        + (f"{scram['ratio_without_client']:.1f}x less per connection" if scram else "less")
+        + ". The iterations stay at 4096 (RFC 7677's minimum) rather than weaken SCRAM.",
+    ]
+
+
 def render(section: dict, ctx: Context) -> str:
     role = section["role"]
     lines = [
@@ -713,6 +745,8 @@ def render(section: dict, ctx: Context) -> str:
             f"{_fmt(c['direct'])} | {_fmt(c['pgbouncer'])} | {c['ratio']:.2f}x | "
             f"{c['ratio_without_client']:.2f}x |"
         )
+    if any(not t["met"] for t in section["targets"]):
+        lines += ["", *_why_missed(section)]
     lines += ["", "Commands (PGPASSWORD set; ports are the run's):", "", "```"]
     lines += [f"{name}: {cmd}" for name, cmd in section["commands"].items()]
     lines += ["```", ""]
