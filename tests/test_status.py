@@ -95,7 +95,8 @@ def test_healthy_stack_then_stale_limits_then_unreachable(
     rows = json.loads(cli(store, "backup", "list", "--json").stdout)["backups"]
     assert all(0 <= r["age_seconds"] < 600 for r in rows)
 
-    # stale by the flag (logical) and by the environment (base)
+    # stale by the flag (logical) and by the environment (base): both older than 0.36 s
+    time.sleep(1)
     proc, report = status(
         store, "--max-age-logical", "0.0001", dsn=dsn, DBTIER_STATUS_MAX_AGE_BASE_HOURS="0.0001"
     )
