@@ -71,8 +71,10 @@ def load_database(ctx: Context, dsn: str) -> dict:
 
 def _as_postgres(cmd: str) -> str:
     """A shell command run as the server's OS user (when we are root)."""
+    from dbtier.pgcluster import as_server_user
+
     if os.geteuid() == 0:
-        return f"runuser -u postgres -- bash -o pipefail -c {shlex.quote(cmd)}"
+        return shlex.join(as_server_user(["bash", "-o", "pipefail", "-c", cmd]))
     return cmd
 
 

@@ -37,7 +37,13 @@ if __package__ in (None, ""):  # run as a script: python benchmarks/suite_pgboun
 from benchmarks import common
 from benchmarks.common import Context, Sample, Stopwatch, progress
 from dbtier import pgbouncer as userlist
-from dbtier.pgcluster import LocalCluster, chown_to_server_user, free_port, pg_bindir
+from dbtier.pgcluster import (
+    LocalCluster,
+    as_server_user,
+    chown_to_server_user,
+    free_port,
+    pg_bindir,
+)
 
 NAME = "pgbouncer"
 TITLE = "PgBouncer as the role deploys it (pgbench -S, direct vs pooled)"
@@ -70,7 +76,7 @@ class Pooler:
     def start(self) -> None:
         for ini in self.inis:
             subprocess.run(
-                ["runuser", "-u", "postgres", "--", PGBOUNCER, "-d", "-q", str(ini)],
+                as_server_user([PGBOUNCER, "-d", "-q", str(ini)]),
                 check=True,
                 timeout=30,
             )
@@ -82,7 +88,7 @@ class Pooler:
 
     def cpu(self) -> float:
         """CPU seconds (user + sys) of this pooler's processes so far."""
-        return sum(_proc_cpu(pid) for pid in self.pids)
+        return sum((common.proc_cpu(pid) or (0.0, 0.0))[0] for pid in self.pids)
 
     def stop(self) -> None:
         for pid in self.pids:
@@ -97,16 +103,6 @@ class Pooler:
                     break
                 time.sleep(0.1)
         self.pids = []
-
-
-def _proc_cpu(pid: int, children: bool = False) -> float:
-    """CPU seconds (user + sys) of a process; with children: plus its reaped children's."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])
-    if children:
-        ticks += int(fields[13]) + int(fields[14])
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _children(postmaster: int) -> dict[int, tuple[str, float]]:
@@ -140,7 +136,9 @@ def server_cpu(postmaster: int, started: set[int] | None = None) -> tuple[float,
         if not (zombies or leftover) or time.monotonic() > deadline:
             break
         time.sleep(0.05)
-    total = _proc_cpu(postmaster, children=True) + sum(cpu for _, cpu in children.values())
+    total = sum(common.proc_cpu(postmaster) or (0.0, 0.0)) + sum(
+        cpu for _, cpu in children.values()
+    )
     return total, set(children)
 
 
@@ -192,7 +190,7 @@ class Stack:
         self.psql("postgres", f"CREATE DATABASE {DB}")
         subprocess.run(
             [
-                *(["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []),
+                *as_server_user([]),
                 _pgbench(),
                 "-i",
                 "-q",
@@ -218,7 +216,7 @@ class Stack:
         assert self.cluster
         proc = subprocess.run(
             [
-                *(["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []),
+                *as_server_user([]),
                 str(pg_bindir(15, "psql") / "psql"),
                 "-X",
                 "-At",

@@ -45,7 +45,13 @@ from typing import Any
 import psycopg
 
 from benchmarks import common
-from dbtier.pgcluster import LocalCluster, chown_to_server_user, pg_bindir, private_dir
+from dbtier.pgcluster import (
+    LocalCluster,
+    as_server_user,
+    chown_to_server_user,
+    pg_bindir,
+    private_dir,
+)
 
 NAME = "wal"
 TITLE = "WAL archiving: dbtier wal-push vs pgBackRest archive-push"
@@ -165,17 +171,6 @@ def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _proc_cpu(pid: int) -> tuple[float, float] | None:
-    """(own utime+stime, waited-for children's cutime+cstime) of a process, in seconds."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            rest = f.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    tick = os.sysconf("SC_CLK_TCK")
-    return (int(rest[11]) + int(rest[12])) / tick, (int(rest[13]) + int(rest[14])) / tick
-
-
 def _detached_pgbackrest() -> dict[tuple[int, bytes], float]:
     """CPU seconds so far of every pgBackRest async/local process, keyed by (pid, start time)."""
     found: dict[tuple[int, bytes], float] = {}
@@ -210,7 +205,7 @@ class _Sampler:
 
     def __enter__(self) -> _Sampler:
         self.pid = self.bench.archiver_pid()
-        self.cpu0 = _proc_cpu(self.pid) or (0.0, 0.0)
+        self.cpu0 = common.proc_cpu(self.pid) or (0.0, 0.0)
         self.machine0 = common._machine_busy()
         self.t0 = time.monotonic()
         self._thread.start()
@@ -219,7 +214,7 @@ class _Sampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        cpu1 = _proc_cpu(self.pid) or self.cpu0
+        cpu1 = common.proc_cpu(self.pid) or self.cpu0
         self.archiver_cpu = cpu1[0] - self.cpu0[0]
         self.children_cpu = cpu1[1] - self.cpu0[1]
         self.machine_cpu = common._machine_busy() - self.machine0
@@ -360,9 +355,7 @@ def _start(bench: _Bench, scale: int) -> None:
 
 
 def _as_postgres(command: str) -> subprocess.CompletedProcess[str]:
-    argv = ["bash", "-c", command]
-    if os.geteuid() == 0:
-        argv = ["runuser", "-u", "postgres", "--", *argv]
+    argv = as_server_user(["bash", "-c", command])
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"`{command}` failed ({proc.returncode}): {proc.stderr.strip()[-800:]}")
@@ -618,11 +611,7 @@ def _profile(bench: _Bench) -> dict[str, Any]:
 
 
 def _timed_as_postgres(command: str) -> tuple[float, float]:
-    sample = common.run_command(
-        ["runuser", "-u", "postgres", "--", "bash", "-c", command]
-        if os.geteuid() == 0
-        else ["bash", "-c", command]
-    )
+    sample = common.run_command(as_server_user(["bash", "-c", command]))
     return sample.wall, sample.cpu
 
 

@@ -73,7 +73,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _as_server_user(cmd: list[str]) -> list[str]:
+def as_server_user(cmd: list[str]) -> list[str]:
     if os.geteuid() == 0:
         return ["runuser", "-u", SERVER_USER, "--", *cmd]
     return cmd
@@ -151,7 +151,7 @@ class LocalCluster:
         return f"postgresql://{user or self.superuser}@127.0.0.1:{self.port}/{dbname}"
 
     def _run(self, cmd: list[str], what: str) -> None:
-        proc = subprocess.run(_as_server_user(cmd), capture_output=True, text=True, check=False)
+        proc = subprocess.run(as_server_user(cmd), capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             detail = (proc.stderr or proc.stdout).strip().splitlines()
             raise DbtierError(f"{what} failed: {detail[-1] if detail else proc.returncode}")
@@ -180,7 +180,7 @@ class LocalCluster:
 
     def is_running(self) -> bool:
         proc = subprocess.run(
-            _as_server_user([self.program("pg_ctl"), "status", "-D", str(self.datadir)]),
+            as_server_user([self.program("pg_ctl"), "status", "-D", str(self.datadir)]),
             capture_output=True,
             check=False,
         )
@@ -243,7 +243,7 @@ class LocalCluster:
         with self.logfile.open("ab") as log:
             chown_to_server_user(self.logfile)
             proc = subprocess.Popen(
-                _as_server_user(cmd), stdout=log, stderr=subprocess.STDOUT, cwd=self.base
+                as_server_user(cmd), stdout=log, stderr=subprocess.STDOUT, cwd=self.base
             )
         try:
             return proc.wait(timeout=timeout)
@@ -261,7 +261,7 @@ class LocalCluster:
     def control_data(self) -> dict[str, str]:
         """pg_controldata's fields, e.g. {'Database cluster state': 'shut down in recovery'}."""
         proc = subprocess.run(
-            _as_server_user([self.program("pg_controldata"), str(self.datadir)]),
+            as_server_user([self.program("pg_controldata"), str(self.datadir)]),
             capture_output=True,
             text=True,
             check=False,
