@@ -64,6 +64,46 @@ summary() {
 EOF
 }
 
+# What Prometheus on ops1 sees: every target and its health (the targets come from the inventory),
+# then the alerts firing now, and where to look. Asked inside ops1: nothing is published on the
+# host unless the pod was created with DBTIER_PUBLISH_MONITORING=1 (scripts/stack.sh).
+prometheus_api() { podman exec "$OPS" curl -sf "localhost:9090/api/v1/$1"; }
+
+monitoring() {
+  say "Monitoring (Prometheus and Alertmanager on ops1)"
+  local down waited=0
+  # a fresh Prometheus needs a scrape or two before every target has a health
+  while down=$(prometheus_api targets | python3 -c '
+import json, sys
+print(sum(t["health"] != "up" for t in json.load(sys.stdin)["data"]["activeTargets"]))') &&
+    [ "$down" != 0 ] && [ "$waited" -lt 30 ]; do
+    sleep 2
+    waited=$((waited + 2))
+  done
+  prometheus_api targets | python3 -c '
+import json, sys
+for t in json.load(sys.stdin)["data"]["activeTargets"]:
+    labels = t["labels"]
+    print("  %-13s %-11s %-5s %s" % (labels["job"], labels["instance"], t["health"], t["lastError"]))'
+  echo "alerts firing:"
+  prometheus_api alerts | python3 -c '
+import json, sys
+alerts = [a for a in json.load(sys.stdin)["data"]["alerts"] if a["state"] == "firing"]
+for a in alerts:
+    labels = a["labels"]
+    print("  %s on %s: %s" % (labels["alertname"], labels.get("instance", "-"), a["annotations"].get("summary", "")))
+if not alerts:
+    print("  (none)")'
+  cat <<EOF
+  targets, alerts:    podman exec $OPS curl -s localhost:9090/api/v1/targets
+                      podman exec $OPS curl -s localhost:9090/api/v1/alerts
+  Alertmanager:       podman exec $OPS amtool alert query --alertmanager.url=http://127.0.0.1:9093
+  in a browser:       make demo-down && DBTIER_PUBLISH_MONITORING=1 make demo, then open
+                      http://127.0.0.1:9090 (Prometheus) and http://127.0.0.1:9093 (Alertmanager)
+  more:               docs/MONITORING.md
+EOF
+}
+
 # The application's report files: mockupAWS writes them to /var/lib/mockupaws/reports, which
 # the ops host that archives them mounts. On the local stack they are made up (random bytes of
 # the size the row says) for the reports the sample data lists, once.
@@ -100,6 +140,7 @@ case "${1:-up}" in
     say "sample data (ops1)"
     sample_data
     summary
+    monitoring
     archiving
     backup_drill
     echo

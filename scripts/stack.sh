@@ -10,6 +10,12 @@
 #   scripts/stack.sh down     remove the containers, the pod and the backup volume
 #   scripts/stack.sh status   list the pod's containers
 #
+# Nothing is published on the host, unless DBTIER_PUBLISH_MONITORING=1 when the pod is created:
+# then Prometheus (9090) and Alertmanager (9093) of ops1 are published on the host's 127.0.0.1
+# for a browser (a pod's ports are fixed at its creation: `down` first for an existing pod). A
+# published port reaches the pod's interface, not its loopback: the local inventory lets both
+# listen on every interface of the pod's network namespace.
+#
 # Container names are dbtier-local-<host> (inventories/local/hosts.yml sets ansible_host to them);
 # their hostnames are the inventory names.
 set -euo pipefail
@@ -27,7 +33,12 @@ up() {
   bash "$HERE/bootstrap-containers.sh"
   if ! podman pod exists "$POD"; then
     log "creating pod $POD"
-    podman pod create --name "$POD" --share net --label app=dbtier >/dev/null
+    local publish=()
+    if [ "${DBTIER_PUBLISH_MONITORING:-0}" = 1 ]; then
+      publish=(--publish 127.0.0.1:9090:9090 --publish 127.0.0.1:9093:9093)
+      log "publishing Prometheus and Alertmanager on 127.0.0.1:9090 and 127.0.0.1:9093"
+    fi
+    podman pod create --name "$POD" --share net --label app=dbtier "${publish[@]}" >/dev/null
   fi
   if ! podman volume exists "$VOLUME"; then
     log "creating volume $VOLUME"

@@ -66,6 +66,7 @@ PASSWORDS = {
     "dbtier_app_password": "app-pw-1-" + uuid.uuid4().hex[:8],
     "dbtier_migration_password": "owner-pw-" + uuid.uuid4().hex[:8],
     "dbtier_health_password": "health-pw-" + uuid.uuid4().hex[:8],
+    "dbtier_monitor_password": "monitor-pw-" + uuid.uuid4().hex[:8],
 }
 ACCESS_KEY = SECRET_KEY = "testing"
 
@@ -344,6 +345,12 @@ def write_test_layer(stack: Stack, tls: CAFiles, client_tls: CAFiles, passwords:
         "pgbouncer_listen_port": 6433,
         "pgbouncer_health_port": 8009,
     }
+    # one network namespace: a node exporter port per host, every exporter on the loopback
+    for port, name in enumerate(HOSTS, start=9100):
+        hosts[name] |= {
+            "monitoring_node_exporter_port": port,
+            "monitoring_scrape_address": "127.0.0.1",
+        }
     layer.write_text(json.dumps({"all": {"hosts": hosts}}, indent=2))
     extra = stack.base / "e2e-vars.json"
     extra.write_text(
@@ -498,6 +505,16 @@ def test_staging_end_to_end(terraform: Terraform) -> None:
         again = site(stack, saved, extra)
         changed = recap_changed(again)
         assert changed and not any(changed.values()), f"second run changed: {changed}"
+
+        # the postgres exporter on the ops host reads the RDS-shaped server as dbtier_monitor (the
+        # stand-in accepts TLS only: pg_up 1 means a TLS login), with the archiver's custom queries
+        metrics = stack.exec(
+            stack.containers["dbtier-staging-ops"],
+            "curl", "-sf", "--max-time", "10", "http://127.0.0.1:9187/metrics",
+            check=False,
+        )  # fmt: skip
+        assert re.search(r"^pg_up 1$", metrics.stdout, re.M), f"postgres exporter: {metrics}"
+        assert "dbtier_archiver_failed_count" in metrics.stdout, metrics.stdout[-2000:]
 
         # 3. rotate the app password: the new one works through PgBouncer, the old is refused
         old = PASSWORDS["dbtier_app_password"]
