@@ -35,3 +35,12 @@ def test_pgbouncer_rolls_out_one_host_at_a_time():
     assert tasks[flush]["ansible.builtin.meta"] == "flush_handlers"
     assert names[flush + 1] == "Wait until PgBouncer listens again"
     assert "ansible.builtin.wait_for" in tasks[flush + 1]
+
+
+def test_monitoring_comes_last_on_every_group():
+    names = [p["name"] for p in plays()]
+    assert names[-1] == "Monitoring"
+    assert names.index("Monitoring") > next(i for i, n in enumerate(names) if "PgBouncer" in n)
+    play = plays()[-1]
+    assert set(play["hosts"].split(":")) == {"postgresql", "pgbouncer", "ops"}
+    assert play["roles"] == [{"role": "monitoring"}]

@@ -77,7 +77,7 @@ def run_block(block_id: str) -> str:
 
 
 def sql(statement: str) -> str:
-    return DB.check_output("runuser -u postgres -- psql -X -At -c %s", statement)
+    return DB.check_output("runuser -u postgres -- psql -X -At -d mockupaws -c %s", statement)
 
 
 def prometheus_alerts(name: str) -> list[dict]:
@@ -122,7 +122,7 @@ def test_monitor_login_is_pg_monitor_and_connect_only():
     row = sql(
         "SELECT r.rolsuper, pg_has_role('dbtier_monitor', 'pg_monitor', 'MEMBER'), "
         "has_database_privilege('dbtier_monitor', 'mockupaws', 'CONNECT'), "
-        "has_schema_privilege('dbtier_monitor', 'public', 'USAGE'), "
+        "has_table_privilege('dbtier_monitor', 'public.scenarios', 'SELECT'), "
         "pg_has_role('mockupaws_owner', 'pg_read_all_stats', 'MEMBER') "
         "FROM pg_roles r WHERE r.rolname = 'dbtier_monitor'"
     )
@@ -143,7 +143,7 @@ def test_every_target_is_up():
     # work): then only that target may be down, for that reason.
     # (one network namespace: ops1 reaches pgbouncer1's health service on 127.0.0.1)
     metrics = OPS.check_output(
-        "curl -s -o /dev/null -w '%%{http_code}' http://127.0.0.1:8008/metrics"
+        "curl -s -o /dev/null -w '%%{http_code}' %s", "http://127.0.0.1:8008/metrics"
     )
     allowed_down = {("pgbouncer", NAMES["pgbouncer1"])} if metrics == "404" else set()
 
