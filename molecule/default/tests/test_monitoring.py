@@ -110,7 +110,7 @@ def test_services_active(host, services):
 
 def test_postgres_exporter_password_only_in_its_environment_file():
     env = DB.file("/etc/default/prometheus-postgres-exporter")
-    assert (env.user, env.mode) == ("prometheus", 0o600)
+    assert (env.user, env.group, env.mode) == ("root", "root", 0o600)
     assert "DATA_SOURCE_PASS=" in env.content_string
     cmdline = DB.check_output(
         "cat /proc/$(pgrep -f prometheus-postgres-exporter)/cmdline | tr '\\0' ' '"
