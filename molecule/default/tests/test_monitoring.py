@@ -110,7 +110,10 @@ def test_services_active(host, services):
 
 def test_postgres_exporter_password_only_in_its_environment_file():
     env = DB.file("/etc/default/prometheus-postgres-exporter")
-    assert (env.user, env.group, env.mode) == ("root", "root", 0o600)
+    assert (env.user, env.group, env.mode) == ("prometheus", "prometheus", 0o640)
+    assert DB.group("prometheus").exists and DB.check_output("getent group prometheus").endswith(
+        ":"
+    )
     assert "DATA_SOURCE_PASS=" in env.content_string
     cmdline = DB.check_output(
         "cat /proc/$(pgrep -f prometheus-postgres-exporter)/cmdline | tr '\\0' ' '"
