@@ -7,6 +7,7 @@ PACKAGES=(
   postgresql-15 postgresql-client-15   # the server the tests start, pg_dump/pg_restore/psql
   pgbouncer                            # the real pooler the tests start
   pgbackrest                           # the peer `make bench` measures dbtier against
+  prometheus                           # promtool: the tests check the /metrics exposition with it
   zstd openssl                         # make bench: pg_basebackup | zstd -T2, the old pg_dump | gzip | openssl pipeline
   podman runc debootstrap uidmap       # the local container stack and Molecule
   catatonit                            # init of the pods' infra (pause) container; only recommended
@@ -32,6 +33,6 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Debian starts the packaged services; the tests start their own instances on free ports.
-for svc in pgbouncer postgresql; do
+for svc in pgbouncer postgresql prometheus; do
   systemctl disable --now "$svc" >/dev/null 2>&1 || service "$svc" stop >/dev/null 2>&1 || true
 done
