@@ -29,6 +29,7 @@ from dbtier.pgcluster import LocalCluster, chown_to_server_user, free_port
 
 from .conftest import ROOT
 from .support.pgbouncer import PGBOUNCER, PgBouncer
+from .support.runbook import DOCS, shell_blocks
 
 pytestmark = pytest.mark.skipif(not Path(PGBOUNCER).exists(), reason="pgbouncer is not installed")
 
@@ -367,6 +368,21 @@ def test_metrics_of_every_process_from_real_pgbouncers(two_processes) -> None:
     head = urllib.request.Request(url + "/metrics", method="HEAD")  # noqa: S310
     with urllib.request.urlopen(head, timeout=15) as response:  # noqa: S310
         assert (response.status, response.read()) == (200, b"")
+    # docs/PGBOUNCER.md's command, on this service's port instead of the role's 8008
+    (block,) = [b for b in shell_blocks(DOCS / "PGBOUNCER.md") if "/metrics" in b.text]
+    assert "http://127.0.0.1:8008/metrics" in block.text
+    shown = subprocess.run(
+        ["bash", "-c", block.script().replace("http://127.0.0.1:8008", url)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines() == [
+        'pgbouncer_up{process="1"} 1',
+        'pgbouncer_up{process="2"} 1',
+    ]
 
     clients = key("pgbouncer_client_connections", process="2")
     before = samples[clients]
