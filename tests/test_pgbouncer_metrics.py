@@ -8,12 +8,16 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from dbtier import pgbouncermetrics as m
+from dbtier.health import HealthServer
 
 PROMTOOL = shutil.which("promtool")
 
@@ -238,3 +242,40 @@ def test_a_process_that_cannot_be_asked_is_down_the_others_reported(tmp_path: Pa
         + str(tmp_path / "no-such-psql")
         + ": No such file or directory"
     ]
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback only
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_scrapes_have_their_own_budget_beside_the_checks(tmp_path: Path) -> None:
+    """A scrape stuck on a hung PgBouncer (up to the timeout): a second one is refused (503 busy,
+    --max-scrapes 1), the load balancer's check still runs (its own budget), and the stuck scrape
+    ends as pgbouncer_up 0 with HTTP 200."""
+    slow = tmp_path / "slow-psql"
+    slow.write_text("#!/bin/sh\nexec sleep 30\n")
+    slow.chmod(0o755)
+    server = HealthServer(("127.0.0.1", 0), ["host=x"], 1.5, 1, str(slow), max_scrapes=1)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    first: list[tuple[int, str]] = []
+    try:
+        stuck = threading.Thread(target=lambda: first.append(_get(url + "/metrics")), daemon=True)
+        stuck.start()
+        time.sleep(0.5)
+        assert _get(url + "/metrics") == (
+            503,
+            "busy: earlier scrapes are still waiting for PgBouncer\n",
+        )
+        assert _get(url + "/health") == (503, "no answer within 1.5s\n")
+        stuck.join(timeout=10)
+        status, body = first[0]
+        assert status == 200
+        assert 'pgbouncer_up{process="1"} 0\n' in body
+    finally:
+        server.shutdown()
+        server.server_close()
