@@ -253,7 +253,7 @@ def test_top_n_and_threshold_settings(slowdb: str, tmp_path: Path) -> None:
     slowqueries.run_collect(settings)
     run(slowdb, "SELECT pg_sleep(0.1)", 1)
     run(slowdb, "SELECT pg_sleep(0.2)::text", 1)
-    run(slowdb, "SELECT pg_sleep(0.01)::int", 1)  # under the threshold
+    run(slowdb, "SELECT pg_sleep(0.01), 1", 1)  # under the threshold
     result = slowqueries.run_collect(settings)
     # (the collector's own statements could pass 60 ms on a loaded machine: not counted on)
     sleeps = sorted(r["query_text"] for r in logged(slowdb) if "pg_sleep" in r["query_text"])
