@@ -519,6 +519,9 @@ def test_cli_collect_report_prune(slowdb: str, tmp_path: Path) -> None:
     assert "1 over 100 ms logged" in proc.stdout and "SELECT pg_sleep($1)" in proc.stdout
     promtool_check(metrics / "dbtier_slow_queries_top.prom")
 
+    proc = dbtier("slow-queries", "report", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "P95 MS" in proc.stdout.splitlines()[1]
     proc = dbtier("slow-queries", "report", "--since", "7d", "--by", "total", env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[2].endswith("SELECT pg_sleep($1)")
