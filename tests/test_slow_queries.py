@@ -4,6 +4,7 @@ and an interrupted collect that must not count a window twice."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -15,7 +16,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -176,6 +177,49 @@ def test_window_p95_from_counter_deltas_matches_the_samples() -> None:
     same = [250.123] * 1000
     w = window_stats(pgss_counters(same * 2), pgss_counters(same))
     assert w is not None and w.p95_ms >= w.mean_ms and not math.isnan(w.p95_ms)
+
+
+def test_find_slow_new_evicted_hidden_and_reset_statements() -> None:
+    t0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    t1 = t0 + timedelta(minutes=5)
+
+    def stmt(queryid: int, times: list[float]) -> slowqueries.Statement:
+        return slowqueries.Statement((1, 10, queryid), pgss_counters(times), "q", "db", "u")
+
+    old = [300.0] * 4
+    previous = slowqueries.Previous(
+        1,
+        t0,
+        t0 - timedelta(days=1),
+        7,
+        0,
+        None,
+        {(1, 10, 1): pgss_counters(old), (1, 10, 2): pgss_counters(old)},  # 2 gets evicted
+    )
+    now = slowqueries.Reading(
+        t1,
+        t0 - timedelta(days=1),
+        9,
+        [stmt(1, [*old, 500.0]), stmt(3, [250.0, 260.0]), stmt(4, [10.0])],
+        0,
+    )
+    found = slowqueries.find_slow(previous, now, 200.0)
+    assert [(s.statement.key[2], s.window.calls) for s in found.slow] == [(1, 1), (3, 2)]
+    assert (found.start, found.seconds, found.reset, found.evicted) == (t0, 300.0, False, 2)
+
+    # The previous sample could not see everything: new statements are only a baseline
+    hidden = dataclasses.replace(previous, hidden=3)
+    assert [s.statement.key[2] for s in slowqueries.find_slow(hidden, now, 200.0).slow] == [1]
+
+    # Reset 1 minute into the window: every statement counts whole, from the reset
+    reset_at = t0 + timedelta(minutes=1)
+    after = dataclasses.replace(now, stats_reset=reset_at, dealloc=0)
+    found = slowqueries.find_slow(previous, after, 200.0)
+    assert [(s.statement.key[2], s.window.calls) for s in found.slow] == [(1, 5), (3, 2)]
+    assert (found.start, found.seconds, found.reset, found.evicted) == (reset_at, 240.0, True, 0)
+    assert all(s.start == reset_at and s.end == t1 for s in found.slow)
+
+    assert slowqueries.find_slow(None, now, 200.0).slow == []  # the baseline
 
 
 def test_label_values_are_escaped_and_cut() -> None:

@@ -43,6 +43,7 @@ CREATE TABLE public.query_stats_sample (
     id                bigint      GENERATED ALWAYS AS IDENTITY,
     taken_at          timestamptz NOT NULL,
     stats_reset       timestamptz,
+    dealloc           bigint,
     statements        integer     NOT NULL,
     hidden_statements integer     NOT NULL DEFAULT 0,
     last_pruned_at    timestamptz,
@@ -53,7 +54,7 @@ CREATE TABLE public.query_stats_sample (
 );
 COMMENT ON TABLE public.query_stats_sample IS
     'dbtier slow-queries collect: when the pg_stat_statements counters in query_stats_snapshot '
-    'were read, pg_stat_statements_info.stats_reset then, hidden_statements = '
+    'were read, pg_stat_statements_info.stats_reset and dealloc then, hidden_statements = '
     '<insufficient privilege> rows (not snapshotted), last_pruned_at = last retention run.';
 
 CREATE TABLE public.query_stats_snapshot (

@@ -126,13 +126,36 @@ class Slow:
 
 
 @dataclass
+class Reading:
+    """pg_stat_statements at one moment."""
+
+    taken_at: datetime
+    stats_reset: datetime | None  # pg_stat_statements_info
+    dealloc: int | None  # entries evicted since the reset (pg_stat_statements.max reached)
+    statements: list[Statement]
+    hidden: int  # '<insufficient privilege>' rows
+
+
+@dataclass
 class Previous:
     id: int
     taken_at: datetime
     stats_reset: datetime | None
+    dealloc: int | None
     hidden: int
     last_pruned_at: datetime | None
     counters: dict[tuple[int, int, int], Counters]
+
+
+@dataclass
+class Found:
+    """What a collect found in its window."""
+
+    slow: list[Slow]  # slowest first
+    start: datetime
+    seconds: float
+    reset: bool
+    evicted: int | None  # statements evicted in the window (None: unknown)
 
 
 def one_line(text: str, width: int) -> str:
@@ -181,7 +204,7 @@ def _extension_schema(conn: Any) -> str:
 
 def _previous(conn: Any) -> Previous | None:
     row = conn.execute(
-        "SELECT id, taken_at, stats_reset, hidden_statements, last_pruned_at "
+        "SELECT id, taken_at, stats_reset, dealloc, hidden_statements, last_pruned_at "
         "FROM public.query_stats_sample ORDER BY id DESC LIMIT 1"
     ).fetchone()
     if row is None:
@@ -194,21 +217,19 @@ def _previous(conn: Any) -> Previous | None:
             (row[0],),
         )
     }
-    return Previous(row[0], row[1], row[2], row[3], row[4], counters)
+    return Previous(*row, counters=counters)
 
 
-def _read_statements(
-    conn: Any, schema: str
-) -> tuple[datetime, datetime | None, list[Statement], int]:
-    """(taken_at, stats_reset, visible top-level statements, hidden rows)."""
+def _read_statements(conn: Any, schema: str) -> Reading:
+    """The visible top-level statements and the count of hidden ones."""
     import psycopg
     from psycopg import sql
 
     view = sql.Identifier(schema, "pg_stat_statements")
     info = sql.Identifier(schema, "pg_stat_statements_info")
     try:
-        taken_at, stats_reset = conn.execute(
-            sql.SQL("SELECT clock_timestamp(), (SELECT stats_reset FROM {})").format(info)
+        taken_at, stats_reset, dealloc = conn.execute(
+            sql.SQL("SELECT clock_timestamp(), stats_reset, dealloc FROM {}").format(info)
         ).fetchone()
         rows = conn.execute(
             sql.SQL(
@@ -231,66 +252,56 @@ def _read_statements(
             continue
         counters = Counters.from_pgss(calls, total, mean, stddev, mx, nrows)
         statements.append(Statement((dbid, userid, queryid), counters, query or "", dat, usr))
-    return taken_at, stats_reset, statements, hidden
+    return Reading(taken_at, stats_reset, dealloc, statements, hidden)
 
 
-def find_slow(
-    previous: Previous | None,
-    taken_at: datetime,
-    stats_reset: datetime | None,
-    statements: list[Statement],
-    threshold_ms: float,
-) -> tuple[list[Slow], float]:
-    """The statements over the threshold in the window since `previous`, slowest first, and the
-    window's length in seconds. No previous sample: a baseline, nothing is slow yet (counters
-    since the last reset, possibly weeks, are not a window).
+def find_slow(previous: Previous | None, now: Reading, threshold_ms: float) -> Found:
+    """The statements over the threshold in the window since `previous`. No previous sample: a
+    baseline, nothing is slow yet (counters since the last reset, possibly weeks, are not a
+    window).
 
     A statement whose calls went down, or all of them when pg_stat_statements_info.stats_reset
     changed, was reset after the previous sample: its whole counters are the window, which
     starts at the reset (or the previous sample, if later). A statement absent from the previous
     sample is new (or was evicted and came back): its whole counters too, unless the previous
     sample could not see every statement (hidden rows), when it may be an old statement that just
-    became visible. A statement evicted since is simply not in `statements`."""
+    became visible. A statement evicted since is simply not in `statements`; one evicted and
+    back with more calls than before is undercounted (pg_stat_statements 15 has no per-entry
+    creation time): `evicted` says how often eviction happened in the window."""
     if previous is None:
-        return [], 0.0
-    reset = stats_reset is not None and stats_reset != previous.stats_reset
+        return Found([], now.taken_at, 0.0, False, None)
+    reset = now.stats_reset is not None and now.stats_reset != previous.stats_reset
     start = previous.taken_at
-    if reset and stats_reset is not None and stats_reset > start:
-        start = stats_reset
+    if reset and now.stats_reset is not None and now.stats_reset > start:
+        start = now.stats_reset
     slow = []
-    for statement in statements:
+    for statement in now.statements:
         before = previous.counters.get(statement.key)
         if before is None and previous.hidden:
             continue
         whole = reset or before is None or statement.counters.calls < before.calls
         window = window_stats(statement.counters, None if whole else before)
-        if window is None or window.p95_ms <= threshold_ms:
-            continue
-        begins = start
-        if whole and not reset and stats_reset is not None and stats_reset > begins:
-            begins = stats_reset
-        slow.append(Slow(statement, window, begins, taken_at))
+        if window is not None and window.p95_ms > threshold_ms:
+            slow.append(Slow(statement, window, start, now.taken_at))
     slow.sort(key=lambda s: s.window.p95_ms, reverse=True)
-    return slow, (taken_at - start).total_seconds()
+    evicted = None
+    if now.dealloc is not None and (reset or previous.dealloc is not None):
+        evicted = now.dealloc - (0 if reset else previous.dealloc or 0)
+    return Found(slow, start, (now.taken_at - start).total_seconds(), reset, evicted)
 
 
-def _save_sample(
-    conn: Any,
-    previous: Previous | None,
-    taken_at: datetime,
-    stats_reset: datetime | None,
-    statements: list[Statement],
-    hidden: int,
-) -> int:
+def _save_sample(conn: Any, previous: Previous | None, now: Reading) -> int:
     """The new sample replaces the previous one (same transaction as the log rows)."""
     sample_id = conn.execute(
-        "INSERT INTO public.query_stats_sample (taken_at, stats_reset, statements, "
-        "hidden_statements, last_pruned_at, host) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+        "INSERT INTO public.query_stats_sample (taken_at, stats_reset, dealloc, statements, "
+        "hidden_statements, last_pruned_at, host) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+        "RETURNING id",
         (
-            taken_at,
-            stats_reset,
-            len(statements),
-            hidden,
+            now.taken_at,
+            now.stats_reset,
+            now.dealloc,
+            len(now.statements),
+            now.hidden,
             previous.last_pruned_at if previous else None,
             socket.gethostname(),
         ),
@@ -299,7 +310,7 @@ def _save_sample(
         "COPY public.query_stats_snapshot (sample_id, dbid, userid, queryid, calls, "
         "total_exec_ms, sumsq_exec_ms2, max_exec_ms, rows) FROM STDIN"
     ) as copy:
-        for s in statements:
+        for s in now.statements:
             c = s.counters
             copy.write_row((sample_id, *s.key, c.calls, c.total_ms, c.sumsq_ms2, c.max_ms, c.rows))
     conn.execute("DELETE FROM public.query_stats_sample WHERE id <> %s", (sample_id,))
@@ -351,38 +362,46 @@ def collect(
         conn.execute("SET LOCAL lock_timeout = '60s'")
         conn.execute("LOCK TABLE public.query_stats_sample IN EXCLUSIVE MODE")
         previous = _previous(conn)
-        taken_at, stats_reset, statements, hidden = _read_statements(conn, schema)
-        slow, window_seconds = find_slow(previous, taken_at, stats_reset, statements, threshold)
-        _save_sample(conn, previous, taken_at, stats_reset, statements, hidden)
-        inserted = insert_log_rows(conn, slow)
+        now = _read_statements(conn, schema)
+        found = find_slow(previous, now, threshold)
+        _save_sample(conn, previous, now)
+        inserted = insert_log_rows(conn, found.slow)
         user = conn.info.user
         conn.commit()
-    if hidden:
+    if now.hidden:
         log(
             "slow_queries.insufficient_privilege",
             "warning",
-            hidden_statements=hidden,
+            hidden_statements=now.hidden,
             user=user,
             fix=GRANT_HINT.format(user=user),
         )
+    if found.evicted:
+        log(
+            "slow_queries.evicted",
+            "notice",
+            statements=found.evicted,
+            hint="pg_stat_statements.max is too small: statements are forgotten between collects",
+        )
+    shown = found.slow[: top or settings.slow_query_top]
     result: dict[str, Any] = {
         "baseline": previous is None,
-        "window_start": (previous.taken_at if previous else taken_at).isoformat(),
-        "window_end": taken_at.isoformat(),
-        "window_seconds": round(window_seconds, 3),
-        "statements": len(statements),
-        "hidden_statements": hidden,
+        "reset": found.reset,
+        "window_start": found.start.isoformat(),
+        "window_end": now.taken_at.isoformat(),
+        "window_seconds": round(found.seconds, 3),
+        "statements": len(now.statements),
+        "hidden_statements": now.hidden,
+        "evicted_statements": found.evicted,
         "threshold_ms": threshold,
         "slow": inserted,
-        "top": [_top_entry(s) for s in slow[: top or settings.slow_query_top]],
+        "top": [_top_entry(s) for s in shown],
     }
-    write_top(
-        settings.metrics_dir, slow[: top or settings.slow_query_top], len(slow), window_seconds
-    )
+    write_top(settings.metrics_dir, shown, len(found.slow), found.seconds)
     if (
         previous is None
         or previous.last_pruned_at is None
-        or (taken_at - previous.last_pruned_at >= PRUNE_EVERY)
+        or (now.taken_at - previous.last_pruned_at >= PRUNE_EVERY)
     ):
         result["pruned"] = prune(settings)
     return result
