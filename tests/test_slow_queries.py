@@ -23,7 +23,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from dbtier import cli, config, migrations, slowqueries
+from dbtier import cli, config, migrations, slowqueries, status
 from dbtier.errors import DbtierError, UsageError
 from dbtier.pgcluster import LocalCluster
 from dbtier.slowqueries import Counters, window_stats
@@ -280,6 +280,10 @@ def test_two_collects_give_only_the_windows_calls(slowdb: str, tmp_path: Path, c
     assert job["dbtier_job_last_status"] == [({"job": "slow_queries"}, 1.0)]
     assert job["dbtier_job_rows"] == [({"job": "slow_queries"}, 1.0)]
     assert "event=slow_queries.collected" in capsys.readouterr().err
+
+    # dbtier status lists the job once (the top file is no job of its own)
+    jobs = status.read_metrics(str(tmp_path), status.Report(datetime.now(UTC)))["jobs"]
+    assert [(j["job"], j["last_status"]) for j in jobs] == [("slow_queries", "ok")]
 
     # A window without slow calls: nothing logged, and the statement drops out of the file
     run(slowdb, FAST, 5)
