@@ -300,15 +300,19 @@ def test_top_n_and_threshold_settings(slowdb: str, tmp_path: Path) -> None:
     settings = settings_for(slowdb, tmp_path, slow_query_threshold_ms=60.0, slow_query_top=1)
     slowqueries.run_collect(settings)
     run(slowdb, "SELECT pg_sleep(0.1)", 1)
-    run(slowdb, "SELECT pg_sleep(0.2)::text", 1)
+    run(slowdb, 'SELECT pg_sleep(0.2)::text\n    AS "we""ird\\path"', 1)  # to escape
     run(slowdb, "SELECT pg_sleep(0.01), 1", 1)  # under the threshold
     result = slowqueries.run_collect(settings)
     # (the collector's own statements could pass 60 ms on a loaded machine: not counted on)
     sleeps = sorted(r["query_text"] for r in logged(slowdb) if "pg_sleep" in r["query_text"])
-    assert sleeps == ["SELECT pg_sleep($1)", "SELECT pg_sleep($1)::text"]
-    metrics = parse_textfile((tmp_path / "dbtier_slow_queries_top.prom").read_text())
+    weird = 'SELECT pg_sleep($1)::text\n    AS "we""ird\\path"'
+    assert sleeps == ["SELECT pg_sleep($1)", weird]
+    top = tmp_path / "dbtier_slow_queries_top.prom"
+    promtool_check(top)
+    assert '"SELECT pg_sleep($1)::text AS \\"we\\"\\"ird\\\\path\\""' in top.read_text()
+    metrics = parse_textfile(top.read_text())
     ((labels, _),) = metrics["dbtier_slow_query_p95_seconds"]  # top 1: the slowest
-    assert labels["query"] == "SELECT pg_sleep($1)::text"
+    assert labels["query"] == 'SELECT pg_sleep($1)::text AS "we""ird\\path"'
     assert metrics["dbtier_slow_queries"] == [({}, float(result["slow"]))]
     assert result["slow"] == len(logged(slowdb)) >= 2
 
