@@ -584,6 +584,12 @@ def test_cli_collect_report_prune(slowdb: str, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("pruned 0 rows older than 14 days")
 
+    proc = dbtier("slow-queries", "collect", "--threshold-ms", "-5", env=env)
+    assert (proc.returncode, proc.stderr.strip()) == (
+        2,
+        "dbtier: error: --threshold-ms must be >= 0 (got -5)",
+    )
+
     toml.write_text("slow_query_top = 0\n")
     proc = dbtier("slow-queries", "collect", env=env)
     assert proc.returncode == 2

@@ -348,12 +348,19 @@ def insert_log_rows(conn: Any, slow: list[Slow]) -> int:
     return len(slow)
 
 
+def _threshold(settings: Settings, threshold_ms: float | None) -> float:
+    threshold = settings.slow_query_threshold_ms if threshold_ms is None else threshold_ms
+    if threshold < 0:
+        raise UsageError(f"--threshold-ms must be >= 0 (got {threshold:g})")
+    return threshold
+
+
 def collect(
     settings: Settings, *, threshold_ms: float | None = None, top: int | None = None
 ) -> dict[str, Any]:
     """Read pg_stat_statements, log the window's slow statements, swap the sample; then the
     metrics textfile, and the daily prune. Runs inside the slow_queries job (see run_collect)."""
-    threshold = settings.slow_query_threshold_ms if threshold_ms is None else threshold_ms
+    threshold = _threshold(settings, threshold_ms)
     with _connect(settings) as conn:
         _require_tables(conn)
         schema = _extension_schema(conn)
@@ -423,6 +430,7 @@ def run_collect(
     settings: Settings, *, threshold_ms: float | None = None, top: int | None = None
 ) -> dict[str, Any]:
     """collect as the dbtier job slow_queries: logfmt lines, dbtier_slow_queries.prom."""
+    _threshold(settings, threshold_ms)  # bad input is no failed run
     with run_job(Job(JOB_NAME), history_dsn=None, metrics_dir=settings.metrics_dir) as job:
         result = collect(settings, threshold_ms=threshold_ms, top=top)
         job.rows = result["slow"]
