@@ -270,7 +270,7 @@ def test_credentials_env_points_libpq_at_the_password_file():
             DB,
             "postgres",
             ["backup base --quiet --primary-only", "backup full --quiet --primary-only"],
-            ["backup verify", "backup cleanup", "refresh-views", "archive"],
+            ["backup verify", "backup cleanup", "refresh-views", "archive", "slow-queries"],
         ),
         (
             OPS,
@@ -281,6 +281,7 @@ def test_credentials_env_points_libpq_at_the_password_file():
                 "backup cleanup --quiet",
                 "refresh-views --quiet",
                 "archive --all --primary-only --quiet",
+                "slow-queries collect --quiet",
             ],
             ["backup base", "backup full", "backup verify latest --quiet"],
         ),
@@ -454,6 +455,7 @@ def test_scheduled_jobs_run_as_scheduled():
         (OPS, "dbtier", "backup verify latest --kind logical --quiet"),
         (OPS, "dbtier", "backup verify latest --kind base --quiet"),
         (OPS, "dbtier", "refresh-views --quiet"),
+        (OPS, "dbtier", "slow-queries collect --quiet"),
     ):
         out = host.run("runuser -u %s -- /usr/local/bin/dbtier-job " + command, user)
         assert out.rc == 0, f"{command} as {user}: {out.stderr}"
