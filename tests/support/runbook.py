@@ -120,7 +120,6 @@ def shell_blocks(path: Path) -> list[Block]:
 # argument a test could contain.
 PLACEHOLDER = re.compile(r"[$<>{}*`\\\"']|\.\.\.|^[A-Z][A-Z_]+$")
 SHELL_WORDS = {"for", "do", "done", "if", "then", "else", "fi", "while", "cd", "export", "set"}
-ALIASES = {"dbtier-job": {"dbtier-job", "dbtier"}}  # the wrapper runs dbtier with /etc/dbtier
 
 
 def logical_lines(text: str) -> list[str]:

@@ -91,6 +91,8 @@ def code_words(path: Path, name: str) -> set[str]:
             if isinstance(sub, ast.Constant) and isinstance(sub.value, str):
                 words.add(sub.value.strip())
                 words.update(w for w in SPLIT.split(sub.value) if w)
+            elif isinstance(sub, ast.Attribute) and sub.attr == "executable":
+                words.add("sys.executable")  # the interpreter: `python` in the docs
             elif isinstance(sub, ast.Name):
                 todo.append((where, sub.id))
             elif isinstance(sub, ast.arg):  # fixtures by parameter name
