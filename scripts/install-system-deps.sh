@@ -12,6 +12,7 @@ PACKAGES=(
   catatonit                            # init of the pods' infra (pause) container; only recommended
   containernetworking-plugins iptables # the pod's network (bridge, port mapping); Recommends/Suggests
   iproute2 make
+  awscli                               # docs/DEPLOYMENT.md's aws commands, run against moto_server
   graphviz                             # dot: docs/architecture/tier.dot -> tier.svg (make docs-architecture)
   # dbtier as the postgres OS user runs it (archive_command in the tests): Debian's Python
   # with the same python3-* packages roles/dbtier installs on database hosts.

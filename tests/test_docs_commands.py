@@ -104,3 +104,34 @@ def test_the_marker_parser_reads_what_the_docs_write(tmp_path) -> None:
     assert "TARGET='2026-11-30 03:00:00+00'" in one.script({"TARGET": "2026-11-30 03:00:00+00"})
     assert unmarked.marker is None
     assert rds.marker == "not run" and "tests/test_backup.py" in rds.spec
+
+
+def test_commands_are_read_as_a_test_would_spell_them() -> None:
+    block = Block(ROOT / "docs" / "x.md", 1, "sh", "", None)
+    block.text = (
+        "export DBTIER_VAULT_PASSWORD=...   # from the secret store\n"
+        'NEW="$(openssl rand -base64 24)"\n'
+        "terraform -chdir=terraform/environments/production output -raw x\n"
+        "sudo -u postgres dbtier-job status --json | jq .\n"
+        "ansible-playbook ansible/site.yml -i inventories/production \\\n    --check --diff\n"
+        "for dir in /a /b; do\n"
+        "  psql \"postgresql://u@h:6432/db?sslmode=require\" -c 'SELECT 1'\n"
+        "done\n"
+        "$EDITOR inventories/production/group_vars/all/vault.yml\n"
+    )
+    assert [command_key(c) for c in commands(block)] == [
+        ["terraform", "-chdir", "output"],
+        ["dbtier-job", "status", "--json"],
+        ["ansible-playbook", "site.yml", "-i"],
+        ["psql"],
+    ]
+
+
+def test_a_marker_naming_a_test_that_does_not_run_the_command_is_refused() -> None:
+    spec = "covered by tests/test_inventories.py::test_graph_shows_the_hosts_from_terraform"
+    block = Block(ROOT / "docs" / "x.md", 1, "sh", "", "not run", spec)
+    block.text = "ansible-inventory -i inventories/production --graph\nterraform plan\n"
+    assert uncovered(block) == ["terraform plan"]
+    block.spec = "covered by tests/test_inventories.py::test_no_such_test"
+    with pytest.raises(AssertionError, match="has no test test_no_such_test"):
+        uncovered(block)

@@ -165,7 +165,7 @@ def command_key(words: list[str], arguments: int = 2) -> list[str]:
     for word in words[1 : 1 + arguments]:
         if word.startswith("-"):
             word = word.split("=", 1)[0]
-        elif PLACEHOLDER.search(word):
+        elif PLACEHOLDER.search(word) or "://" in word:  # a URL: this environment's endpoint
             break
         else:
             word = word.rstrip("/").rsplit("/", 1)[-1]
