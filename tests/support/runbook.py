@@ -5,11 +5,13 @@ Every ```sh block in docs/*.md is preceded by a marker comment (invisible when r
     <!-- run: db1 as postgres; id=scratch-pitr -->      a test runs it: on host db1, as postgres
     <!-- run: ops1 as dbtier; id=status; expect=1 -->   ... and expects that exit code
     <!-- not run: covered by tests/test_backup_s3.py::test_rds_point_in_time_restore -->
-    <!-- not run: covered by tests/a.py::test_x and molecule/default/tests/test_default.py::test_y -->
+    <!-- not run: covered by tests/a.py::test_x and molecule/default/tests/test_b.py::test_y -->
 
 A `not run` marker names the test(s) whose code runs each command of the block (checked by
 tests/test_docs_commands.py: the program and its first arguments are string literals of the test
-or of the helpers and fixtures it uses). A `run` block is executed as one bash script (set -euo pipefail) in a login-like shell of that
+or of the helpers and fixtures it uses).
+
+A `run` block is executed as one bash script (set -euo pipefail) in a login-like shell of that
 user on that host of the Molecule stack. Variables the test provides (a target time, a scenario
 id) replace the block's own assignments of them, e.g. `TARGET='2026-04-07 14:30:00+00'`.
 """
