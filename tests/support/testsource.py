@@ -71,7 +71,18 @@ def find_test(path: Path, name: str) -> ast.FunctionDef | None:
 
 def code_words(path: Path, name: str) -> set[str]:
     """Every word of every string literal in the test's code (see the module docstring)."""
+    return _read(path, name)[0]
+
+
+def code_names(path: Path, name: str) -> set[str]:
+    """Every name the test's code uses (functions, constants, fixtures), transitively."""
+    return _read(path, name)[1]
+
+
+@cache
+def _read(path: Path, name: str) -> tuple[set[str], set[str]]:
     words: set[str] = set()
+    names: set[str] = set()
     seen: set[tuple[Path, str]] = set()
     todo = [(path, name)]
     while todo:
@@ -79,6 +90,7 @@ def code_words(path: Path, name: str) -> set[str]:
         if (where, what) in seen:
             continue
         seen.add((where, what))
+        names.add(what)
         defs, imports = _module(where)
         if what in imports:
             todo.append(imports[what])
@@ -97,4 +109,4 @@ def code_words(path: Path, name: str) -> set[str]:
                 todo.append((where, sub.id))
             elif isinstance(sub, ast.arg):  # fixtures by parameter name
                 todo.append((where, sub.arg))
-    return words
+    return words, names
