@@ -13,6 +13,8 @@ PACKAGES=(
   catatonit                            # init of the pods' infra (pause) container; only recommended
   containernetworking-plugins iptables # the pod's network (bridge, port mapping); Recommends/Suggests
   iproute2 make
+  awscli                               # docs/DEPLOYMENT.md's aws commands, run against moto_server
+  graphviz                             # dot: docs/architecture/tier.dot -> tier.svg (make docs-architecture)
   # dbtier as the postgres OS user runs it (archive_command in the tests): Debian's Python
   # with the same python3-* packages roles/dbtier installs on database hosts.
   python3 python3-psycopg python3-sqlparse python3-boto3 python3-cryptography python3-zstandard

@@ -116,7 +116,9 @@ def applied(terraform: Terraform, tmp_path_factory: pytest.TempPathFactory) -> I
             "-input=false",
             f"-backend-config={backend_config(base / 'b.hcl', moto)}",
         )
-        timed("apply", "apply", "-input=false", "-auto-approve")
+        # As docs/DEPLOYMENT.md step 3 has it: a saved plan, then apply exactly that plan.
+        timed("plan", "plan", "-input=false", "-out=tfplan")
+        timed("apply", "apply", "-input=false", "tfplan")
         out = terraform.run(workdir, "output", "-json", extra_env=env).stdout
         yield Applied(workdir, moto, terraform, env, json.loads(out), timings)
     finally:
@@ -286,6 +288,37 @@ def test_pgbouncer_health_check_and_ssm_access(applied: Applied) -> None:
     assert {r.rsplit("/", 1)[1] for r in start["Resource"] if ":instance/" in r} == set(
         instance_ids.values()
     )
+
+
+@pytest.mark.skipif(shutil.which("aws") is None, reason="the AWS CLI is missing: make system-deps")
+def test_controller_policy_attaches_as_documented(applied: Applied) -> None:
+    """docs/DEPLOYMENT.md step 4: the controller policy from `terraform -chdir=... output -raw`,
+    attached with the AWS CLI to the role that runs Ansible (moto's IAM)."""
+    arn = applied.tf.run(
+        applied.workdir.parent.parent,
+        f"-chdir={applied.workdir}",
+        "output",
+        "-raw",
+        "ansible_controller_policy_arn",
+        extra_env=applied.env,
+    ).stdout.strip()
+    assert arn == applied.outputs["ansible_controller_policy_arn"]["value"]
+    iam = boto3.client("iam", **applied.moto.client_kwargs())
+    iam.create_role(RoleName="runs-ansible", AssumeRolePolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
+                       "Action": "sts:AssumeRole"}],
+    }))  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(applied.env, AWS_DEFAULT_REGION="us-east-1", AWS_PAGER="")
+    proc = subprocess.run(
+        ["aws", "--endpoint-url", applied.moto.url, "iam", "attach-role-policy",
+         "--role-name", "runs-ansible", "--policy-arn", arn],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    attached = iam.list_attached_role_policies(RoleName="runs-ansible")["AttachedPolicies"]
+    assert [p["PolicyArn"] for p in attached] == [arn]
 
 
 def test_backup_lifecycle_outlives_the_retention(applied: Applied) -> None:
