@@ -12,6 +12,7 @@ PACKAGES=(
   catatonit                            # init of the pods' infra (pause) container; only recommended
   containernetworking-plugins iptables # the pod's network (bridge, port mapping); Recommends/Suggests
   iproute2 make
+  prometheus                           # promtool for the rule tests (tests/test_alert_rules.py)
   # dbtier as the postgres OS user runs it (archive_command in the tests): Debian's Python
   # with the same python3-* packages roles/dbtier installs on database hosts.
   python3 python3-psycopg python3-sqlparse python3-boto3 python3-cryptography python3-zstandard
@@ -31,7 +32,8 @@ echo "install-system-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# Debian starts the packaged services; the tests start their own instances on free ports.
-for svc in pgbouncer postgresql; do
+# Debian starts the packaged services; the tests start their own instances on free ports (and
+# only need prometheus's promtool).
+for svc in pgbouncer postgresql prometheus; do
   systemctl disable --now "$svc" >/dev/null 2>&1 || service "$svc" stop >/dev/null 2>&1 || true
 done

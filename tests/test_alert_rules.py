@@ -43,7 +43,11 @@ ALERTS = {
 # variant -> (rules file name the test file loads, its test file, extra vars)
 VARIANTS = {
     "self-managed": ("dbtier-alerts.rules.yml", "dbtier-alerts.test.yml", {}),
-    "rds": ("dbtier-alerts-rds.rules.yml", "dbtier-alerts-rds.test.yml", {"dbtier_self_managed": False}),
+    "rds": (
+        "dbtier-alerts-rds.rules.yml",
+        "dbtier-alerts-rds.test.yml",
+        {"dbtier_self_managed": False},
+    ),
 }
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
@@ -133,11 +137,14 @@ def test_the_unit_tests_fail_when_a_threshold_moves(rendered: dict[str, Path], t
     rules = (rendered["self-managed"]).read_text()
     assert "dbtier_slow_query_p95_seconds > 0.2\n" in rules
     (tmp_path / "dbtier-alerts.rules.yml").write_text(
-        rules.replace("dbtier_slow_query_p95_seconds > 0.2\n", "dbtier_slow_query_p95_seconds > 0.3\n")
+        rules.replace(
+            "dbtier_slow_query_p95_seconds > 0.2\n", "dbtier_slow_query_p95_seconds > 0.3\n"
+        )
     )
     shutil.copy(TESTS / "dbtier-alerts.test.yml", tmp_path)
     proc = promtool("test", "rules", "dbtier-alerts.test.yml", cwd=tmp_path)
-    assert proc.returncode != 0 and "alertname: SlowQuery" in proc.stdout, proc.stdout
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "alertname: SlowQuery" in output, output
 
 
 def test_every_alert_has_a_rule_and_base_backups_only_when_self_managed(

@@ -11,7 +11,7 @@ import pytest
 from .support.runbook import DOCS, ROOT, shell_blocks
 
 # Documents whose commands are run by a test (more join as their commands get tests).
-CHECKED = ["BACKUP-RESTORE.md", "DATA-ARCHIVING.md"]
+CHECKED = ["BACKUP-RESTORE.md", "DATA-ARCHIVING.md", "RUNBOOK.md"]
 HOSTS = {"db1", "ops1", "pgbouncer1"}
 COVERED_BY = re.compile(r"(tests/[\w/.-]+\.py)(?:::(\w+))?")
 
