@@ -195,3 +195,9 @@ def test_the_argument_specs_fragment_documents_every_alert_variable() -> None:
         assert option["description"], name
         if "default" in option:
             assert option["default"] == defaults[name], name
+
+
+def test_the_runbook_table_gives_each_alert_its_rules_severity(rendered: dict[str, Path]) -> None:
+    table = dict(re.findall(r"^\| (\w+) \| (critical|warning) \|", RUNBOOK.read_text(), flags=re.M))
+    severities = {r["alert"]: r["labels"]["severity"] for r in rules_of(rendered["self-managed"])}
+    assert table == severities
