@@ -104,10 +104,6 @@ run "tfvars_pass_every_check" {
     error_message = "names follow the environment"
   }
   assert {
-    condition     = output.ansible_inventory.vars.dbtier_alerts_sns_topic_arn == output.alerts_sns_topic_arn && length(module.tier.alerts_sns_topic_arn) > 0
-    error_message = "the environment's alert topic reaches Ansible (Alertmanager's SNS receiver)"
-  }
-  assert {
     condition     = length(var.alert_email_addresses) > 0
     error_message = "the environment subscribes an address to its alert topic"
   }
