@@ -55,6 +55,7 @@ FROM_TERRAFORM_ONLY = (
     "dbtier_secondary_repository",
     "dbtier_secondary_region",
     "dbtier_retention_days",
+    "dbtier_alerts_sns_topic_arn",
 )
 SHARED = (
     "dbtier_app_user",
@@ -80,6 +81,7 @@ TF_VARS = {
     "dbtier_secondary_repository": "s3://dbtier-ENV-backups-dr/dbtier/",
     "dbtier_secondary_region": "eu-central-1",
     "dbtier_retention_days": 14,
+    "dbtier_alerts_sns_topic_arn": "arn:aws:sns:eu-west-1:123456789012:dbtier-ENV-alerts",
 }
 
 
