@@ -10,7 +10,7 @@ SYSSTAMP  := .run/.system-deps
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help setup system-deps containers lint checkov test test-quick test-molecule test-terraform demo demo-down bench bench-quick bench-archive lock clean
+.PHONY: help setup system-deps containers lint checkov test test-quick test-molecule test-terraform demo demo-down bench bench-quick bench-archive docs-architecture lock clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ demo: setup  ## local stack in a podman pod: site.yml, sample data, summary (rer
 
 demo-down: setup  ## remove the local stack (containers, pod, volumes)
 	bash scripts/demo.sh down
+
+docs-architecture: $(SYSSTAMP)  ## render docs/architecture/tier.dot into tier.svg (Graphviz)
+	bash scripts/render-architecture.sh
 
 lock:  ## re-resolve requirements/dev.in into requirements/lock.txt
 	rm -rf .run/lockvenv && python3 -m venv .run/lockvenv

@@ -264,12 +264,21 @@ def render_report(results: dict, report: Path, assets: Path) -> None:
         "",
         "## How to reproduce",
         "",
+        f"`make bench` runs everything: {FULL_REPS} repetitions, scale {FULL_SCALE:g} (1 ≈ 1 GB); "
+        "it writes bench/results/<date>-<host>.json, this file and docs/bench/*.png. "
+        "`make bench-quick` is the smoke test at a tiny scale into a temporary directory "
+        "(part of `make test`). Both run the harness, which also measures one suite or "
+        "renders this file again from a results file:",
+        "",
+        # tests/test_docs_commands.py: the tests that run these commands (docs/ markers).
+        "<!-- not run: covered by tests/test_bench_quick.py::test_results_file_has_every_suite_of_"
+        "the_tree and tests/test_bench_quick.py::test_an_unknown_suite_is_a_one_line_usage_error "
+        "and tests/test_bench_quick.py::test_the_committed_report_is_the_rendering_of_its_results"
+        "_file -->",
         "```sh",
-        f"make bench        # everything: {FULL_REPS} repetitions, scale {FULL_SCALE:g} "
-        "(1 ≈ 1 GB); writes bench/results/<date>-<host>.json, this file and docs/bench/*.png",
-        "make bench-quick  # smoke test at a tiny scale into a temporary directory",
-        "python -m benchmarks --only backup --scale 0.3 --reps 3 --out /tmp/bench   # one suite",
-        "python -m benchmarks --render-only bench/results/<date>-<host>.json           # re-render",
+        "python -m benchmarks --quick --out /tmp/bench-quick                       # bench-quick",
+        "python -m benchmarks --only backup --scale 0.3 --reps 3 --out /tmp/bench  # one suite",
+        "python -m benchmarks --render-only bench/results/<date>-<host>.json       # re-render",
         "```",
         "",
         f"Options of this run: `{json.dumps(results['options'])}`.",

@@ -822,7 +822,8 @@ def render(section: dict, ctx: Context) -> str:
     lines.append("")
     if missed:
         lines += ["Missed, and why:", "", *(f"- {_why(t, section)}" for t in missed), ""]
-    lines += ["### Commands", "", "```sh"]
+    # A record of what this run measured (its temporary paths and ports), not commands to copy.
+    lines += ["### Commands", "", "As this run ran them:", "", "```text"]
     lines += [f"# {name}\n{cmd}" for name, cmd in section["commands"].items()]
     lines += ["```", ""]
     return "\n".join(lines)

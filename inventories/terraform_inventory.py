@@ -10,8 +10,9 @@ and prints the JSON Ansible expects from an inventory script:
              dbtier_backup_dr_bucket, dbtier_backup_region, dbtier_dr_region, dbtier_kms_key_id,
              dbtier_secondary_repository (s3://<DR bucket>/<prefix>), dbtier_secondary_region,
              dbtier_retention_days, postgresql_allowed_cidrs, dbtier_postgresql_major,
-             pgbouncer_health_port, pgbouncer_health_path, ansible_connection,
-             ansible_aws_ssm_bucket_name, ansible_aws_ssm_region, ...
+             pgbouncer_health_port, pgbouncer_health_path, dbtier_alerts_sns_topic_arn (the
+             SNS topic Alertmanager publishes to), monitoring_node_exporter_port,
+             ansible_connection, ansible_aws_ssm_bucket_name, ansible_aws_ssm_region, ...
 
 The variables keep the names Terraform gives them in the output; the script checks that the ones
 the roles need are there and have the right shape, and says which one is wrong on one line.
@@ -34,6 +35,7 @@ import argparse
 import ipaddress
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +57,7 @@ REQUIRED_VARS = (
     "dbtier_retention_days",
     "postgresql_allowed_cidrs",
     "dbtier_postgresql_major",
+    "dbtier_alerts_sns_topic_arn",
 )
 
 
@@ -79,6 +82,13 @@ def _port(value: Any) -> bool:
     return _positive_int(value) and value < 65536
 
 
+SNS_TOPIC_ARN = re.compile(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}")
+
+
+def _sns_topic_arn(value: Any) -> bool:
+    return isinstance(value, str) and SNS_TOPIC_ARN.fullmatch(value) is not None
+
+
 # variable -> (check, what it must be); only checked when present (REQUIRED_VARS says which must be)
 VAR_SHAPES = {
     "dbtier_db_port": (_port, "a TCP port"),
@@ -87,6 +97,11 @@ VAR_SHAPES = {
     "postgresql_allowed_cidrs": (_cidr_list, "a non-empty list of CIDR blocks"),
     "dbtier_postgresql_major": (_positive_int, "a PostgreSQL major version number"),
     "pgbouncer_health_port": (_port, "a TCP port"),
+    "dbtier_alerts_sns_topic_arn": (
+        _sns_topic_arn,
+        "an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)",
+    ),
+    "monitoring_node_exporter_port": (_port, "a TCP port"),
 }
 
 

@@ -12,6 +12,9 @@ PACKAGES=(
   catatonit                            # init of the pods' infra (pause) container; only recommended
   containernetworking-plugins iptables # the pod's network (bridge, port mapping); Recommends/Suggests
   iproute2 make
+  awscli                               # docs/DEPLOYMENT.md's aws commands, run against moto_server
+  graphviz                             # dot: docs/architecture/tier.dot -> tier.svg (make docs-architecture)
+  prometheus                           # promtool: the alert rule tests, the /metrics exposition checks
   # dbtier as the postgres OS user runs it (archive_command in the tests): Debian's Python
   # with the same python3-* packages roles/dbtier installs on database hosts.
   python3 python3-psycopg python3-sqlparse python3-boto3 python3-cryptography python3-zstandard
@@ -31,7 +34,8 @@ echo "install-system-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# Debian starts the packaged services; the tests start their own instances on free ports.
-for svc in pgbouncer postgresql; do
+# Debian starts the packaged services; the tests start their own instances on free ports (and
+# only need prometheus's promtool).
+for svc in pgbouncer postgresql prometheus; do
   systemctl disable --now "$svc" >/dev/null 2>&1 || service "$svc" stop >/dev/null 2>&1 || true
 done

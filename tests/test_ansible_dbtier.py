@@ -120,6 +120,7 @@ def test_jobs_run_once_on_the_right_hosts(tmp_path):
         "cleanup",
         "refresh_views",
         "archive",
+        "slow_queries",
     ]
     assert views["ops2"]["jobs"] == []
     commands = views["db1"]["commands"]
@@ -129,6 +130,7 @@ def test_jobs_run_once_on_the_right_hosts(tmp_path):
     assert commands["verify_base"] == "backup verify latest --kind base --quiet"
     assert commands["refresh_views"] == "refresh-views --quiet"
     assert commands["archive"] == "archive --all --primary-only --quiet"
+    assert commands["slow_queries"] == "slow-queries collect --quiet"
 
     pinned = run_role_config(
         tmp_path,
@@ -147,6 +149,7 @@ def test_jobs_run_once_on_the_right_hosts(tmp_path):
         "cleanup",
         "refresh_views",
         "archive",
+        "slow_queries",
     ]
     assert rds["ops1"]["commands"]["backup_full"] == (
         "backup full --quiet --primary-only --check-replication"
@@ -232,6 +235,7 @@ def test_every_host_lists_the_whole_tiers_schedule_for_status(tmp_path):
             "cleanup": "30 5 * * * on ops1 (root)",
             "refresh_views": "20 * * * * on ops1 (root)",
             "archive": "0 3 * * * on ops1 (root)",
+            "slow_queries": "*/5 * * * * on ops1 (root)",
         }, host
         settings = config.load(str(path))
         assert settings.schedule == rendered["schedule"]
@@ -240,11 +244,22 @@ def test_every_host_lists_the_whole_tiers_schedule_for_status(tmp_path):
             25.0,
             0,
         )
+        assert (
+            settings.slow_query_threshold_ms,
+            settings.slow_query_retention_days,
+            settings.slow_query_top,
+        ) == (200.0, 30, 10)
 
     rds = tmp_path / "rds"
     run_role_config(
         rds,
-        inventory(RDS, dbtier_self_managed=False, dbtier_status_max_age_logical_hours=49),
+        inventory(
+            RDS,
+            dbtier_self_managed=False,
+            dbtier_status_max_age_logical_hours=49,
+            dbtier_slow_queries_threshold_ms=500,
+            dbtier_slow_queries_top=3,
+        ),
         extra={
             "dbtier_cron_schedule": {
                 "backup_base": {"minute": "30", "hour": "1"},
@@ -254,11 +269,14 @@ def test_every_host_lists_the_whole_tiers_schedule_for_status(tmp_path):
                 "cleanup": {"minute": "30", "hour": "5"},
                 "refresh_views": {"minute": "20", "hour": "*"},
                 "archive": {"minute": "0", "hour": "3"},
+                "slow_queries": {"minute": "*/10", "hour": "*"},
             }
         },
     )
     settings = config.load(str(rds / "ops1" / "dbtier.toml"))
     assert settings.wal_archiving is False
+    assert (settings.slow_query_threshold_ms, settings.slow_query_top) == (500.0, 3)
+    assert settings.schedule["slow_queries"] == "*/10 * * * * on ops1 (root)"
     assert settings.status_max_age_logical_hours == 49.0
     assert settings.schedule["backup_full"] == "5 */6 * * * on ops1 (root)"
     assert "backup_base" not in settings.schedule and "verify_base" not in settings.schedule

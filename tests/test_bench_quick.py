@@ -80,6 +80,25 @@ def test_render_only_rewrites_the_same_report(quick_run: Path, tmp_path: Path) -
     assert (tmp_path / "BENCHMARKS.md").read_text() == (quick_run / "BENCHMARKS.md").read_text()
 
 
+def test_the_committed_report_is_the_rendering_of_its_results_file(tmp_path: Path) -> None:
+    """docs/BENCHMARKS.md is generated: `--render-only` of the newest results file gives it back."""
+    results_file = sorted((ROOT / "bench" / "results").glob("*.json"))[-1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--render-only", str(results_file), "--out", tmp_path],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rendered = (tmp_path / "BENCHMARKS.md").read_text()
+    assert rendered == (ROOT / "docs" / "BENCHMARKS.md").read_text(), (
+        f"docs/BENCHMARKS.md is not the rendering of {results_file.name}: "
+        f"python -m benchmarks --render-only bench/results/{results_file.name}"
+    )
+
+
 def test_an_unknown_suite_is_a_one_line_usage_error() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--only", "nope"],

@@ -55,6 +55,7 @@ FROM_TERRAFORM_ONLY = (
     "dbtier_secondary_repository",
     "dbtier_secondary_region",
     "dbtier_retention_days",
+    "dbtier_alerts_sns_topic_arn",
 )
 SHARED = (
     "dbtier_app_user",
@@ -80,6 +81,7 @@ TF_VARS = {
     "dbtier_secondary_repository": "s3://dbtier-ENV-backups-dr/dbtier/",
     "dbtier_secondary_region": "eu-central-1",
     "dbtier_retention_days": 14,
+    "dbtier_alerts_sns_topic_arn": "arn:aws:sns:eu-west-1:123456789012:dbtier-ENV-alerts",
 }
 
 
@@ -226,6 +228,44 @@ def test_vault_decrypts_with_the_password_from_the_environment(env, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "vault_dbtier_app_password" in json.loads(proc.stdout)
+
+
+@pytest.mark.parametrize("env", ["staging", "production"])
+def test_graph_shows_the_hosts_from_terraform(env, tmp_path):
+    """docs/DEPLOYMENT.md step 4: ansible-inventory -i inventories/<env> --graph."""
+    proc = _inventory(env, "--graph", extra_env=_tf_outputs(env, tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert f"@pgbouncer:\n  |  |--pgbouncer-{env}-a" in proc.stdout
+    assert f"@ops:\n  |  |--ops-{env}-1" in proc.stdout
+
+
+def test_encrypt_string_as_documented(tmp_path):
+    """docs/DEPLOYMENT.md: a secret for vault.yml from ansible-vault encrypt_string, with the
+    password from $DBTIER_VAULT_PASSWORD through scripts/vault-pass.sh, read back by a play."""
+    env = {**os.environ, "DBTIER_VAULT_PASSWORD": "test-only-vault-password"}
+    encrypted = subprocess.run(
+        [str(VENV_BIN / "ansible-vault"), "encrypt_string", "--vault-password-file",
+         "scripts/vault-pass.sh", "--name", "vault_dbtier_health_password", "s3cret value"],
+        capture_output=True, text=True, check=False, cwd=ROOT, env=env, timeout=60,
+    )  # fmt: skip
+    assert encrypted.returncode == 0, encrypted.stderr
+    assert "s3cret" not in encrypted.stdout and "!vault |" in encrypted.stdout
+    (tmp_path / "vault.yml").write_text(encrypted.stdout)
+    shown = subprocess.run(
+        [str(VENV_BIN / "ansible"), "localhost", "-i", "localhost,", "-c", "local",
+         "-m", "ansible.builtin.debug", "-a", "var=vault_dbtier_health_password",
+         "-e", f"@{tmp_path / 'vault.yml'}", "--vault-password-file", "scripts/vault-pass.sh"],
+        capture_output=True, text=True, check=False, cwd=ROOT, env=env, timeout=60,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert '"vault_dbtier_health_password": "s3cret value"' in shown.stdout
+    without = subprocess.run(
+        [str(VENV_BIN / "ansible-vault"), "encrypt_string", "--vault-password-file",
+         "scripts/vault-pass.sh", "--name", "x", "y"],
+        capture_output=True, text=True, check=False, cwd=ROOT, timeout=60,
+        env={k: v for k, v in env.items() if k != "DBTIER_VAULT_PASSWORD"},
+    )  # fmt: skip
+    assert without.returncode != 0 and "DBTIER_VAULT_PASSWORD is not set" in without.stderr
 
 
 def test_local_secrets_are_marked_insecure():

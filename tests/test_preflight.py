@@ -37,6 +37,7 @@ def outputs(tmp_path: Path, groups: dict[str, dict], **extra_vars) -> Path:
         "dbtier_retention_days": 30,
         "postgresql_allowed_cidrs": ["10.20.1.0/24", "10.20.2.0/24"],
         "dbtier_postgresql_major": 15,
+        "dbtier_alerts_sns_topic_arn": "arn:aws:sns:eu-west-1:123456789012:dbtier-staging-alerts",
         **extra_vars,
     }
     path = tmp_path / "outputs.json"

@@ -201,7 +201,15 @@ def test_old_reports_move_to_the_repository_and_one_comes_back(
     # Back: the file byte for byte, the row with every column, the object kept.
     first = old[0]
     first_sha256 = archived(app["dsn"], first["id"])["sha256"]
-    restored = reportarchive.restore_report(app["settings"], first["id"])
+    # Through the CLI, as docs/DATA-ARCHIVING.md has it: dbtier-job archive restore-report ID.
+    settings = app["settings"]
+    proc = run_dbtier(
+        "archive", "restore-report", first["id"], "--json",
+        env={"DBTIER_CONFIG": "", "DATABASE_URL": settings.dsn,
+             "BACKUP_REPOSITORY": settings.repository, "DBTIER_MASTER_KEY_SPEC": settings.key},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    restored = json.loads(proc.stdout)
     assert restored["file"] == "written" and restored["object_kept"]
     assert first["path"].read_bytes() == first["content"]
     assert live(app["dsn"], first["id"]) == before[first["id"]]

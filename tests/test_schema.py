@@ -97,6 +97,8 @@ TABLES = {
     "archive_jobs",
     "archive_policies",
     "backup_history",
+    "query_stats_sample",
+    "query_stats_snapshot",
 }
 VIEWS = {"v_scenario_logs_all", "v_scenario_metrics_all", "v_archive_statistics"}
 

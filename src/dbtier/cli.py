@@ -666,6 +666,98 @@ def _add_backup_parsers(
     wf.set_defaults(func=cmd_wal_fetch)
 
     _add_restore_parsers(sub, output, aws, repo, store)
+    _add_slow_queries_parser(sub, common)
+
+
+def _count(low: int) -> Any:
+    """argparse type: an integer >= low."""
+
+    def check(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"not an integer >= {low}: {text!r}")
+        return value
+
+    return check
+
+
+def _add_slow_queries_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """slow-queries collect | report | prune (settings: slow_query_* in dbtier.toml)."""
+    sq = sub.add_parser(
+        "slow-queries",
+        help="slow statements from pg_stat_statements: collect (cron), report, prune",
+        description="collect: the calls since the previous collect (pg_stat_statements deltas), "
+        "each statement whose estimated p95 exceeds slow_query_threshold_ms logged to "
+        "query_performance_log, the top ones in dbtier_slow_queries_top.prom. report: the top "
+        "statements of a period. prune: rows older than slow_query_retention_days.",
+    )
+    sq_sub = sq.add_subparsers(dest="action", required=True, metavar="ACTION")
+    settings = argparse.ArgumentParser(add_help=False, parents=[common])
+    settings.add_argument("--config", help="settings file (default: $DBTIER_CONFIG, /etc/dbtier)")
+    co = sq_sub.add_parser(
+        "collect",
+        parents=[settings],
+        help="log the slow statements of the window since the previous collect (the cron job)",
+    )
+    co.add_argument("--metrics-dir", help="Prometheus textfile collector directory")
+    co.add_argument(
+        "--threshold-ms",
+        type=float,
+        metavar="MS",
+        help="log statements whose p95 exceeds this (default slow_query_threshold_ms, 200)",
+    )
+    co.add_argument(
+        "--top",
+        type=_count(1),
+        metavar="N",
+        help="statements in the metrics textfile (default slow_query_top, 10)",
+    )
+    rp = sq_sub.add_parser("report", parents=[settings], help="top statements of a period")
+    rp.add_argument("--by", choices=["p95", "total", "calls"], default="p95", help="order")
+    rp.add_argument(
+        "--since", default="24h", metavar="PERIOD", help="30m, 24h, 7d, 2w (default 24h)"
+    )
+    rp.add_argument(
+        "-n", "--limit", type=_count(1), default=10, metavar="N", help="rows (default 10)"
+    )
+    pr = sq_sub.add_parser(
+        "prune", parents=[settings], help="delete log rows past the retention, old samples"
+    )
+    pr.add_argument(
+        "--retention-days",
+        type=_count(1),
+        metavar="DAYS",
+        help="keep this many days (default slow_query_retention_days, 30)",
+    )
+    pr.add_argument("--batch-size", type=_positive, default=10_000, metavar="N")
+    sq.set_defaults(func=cmd_slow_queries)
+
+
+def cmd_slow_queries(args: argparse.Namespace) -> int:
+    from . import jobs, slowqueries
+
+    jobs.set_quiet(args.quiet)
+    settings = _settings(args)
+    if args.action == "collect":
+        result = slowqueries.run_collect(settings, threshold_ms=args.threshold_ms, top=args.top)
+        _emit(args, result, slowqueries.collect_text(result))
+    elif args.action == "report":
+        result = slowqueries.report(settings, since=args.since, by=args.by, limit=args.limit)
+        _emit(args, result, slowqueries.report_text(result))
+    else:
+        result = slowqueries.prune(
+            settings, retention_days=args.retention_days, batch_size=args.batch_size
+        )
+        _emit(
+            args,
+            result,
+            f"pruned {result['deleted_rows']} rows older than {result['retention_days']} days "
+            f"({result['batches']} batches) and {result['deleted_samples']} old samples",
+        )
+    return EXIT_OK
 
 
 ARCHIVE_TYPES = ("logs", "metrics", "reports")

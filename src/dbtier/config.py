@@ -93,6 +93,12 @@ class Settings:
     # (/var/lib/mockupaws/reports/x.pdf -> <reports_root>/var/lib/mockupaws/reports/x.pdf), for
     # a host that mounts the application's volume elsewhere.
     reports_root: str = ""
+    # `dbtier slow-queries`: a statement whose estimated p95 in a collect window exceeds this is
+    # logged to query_performance_log; rows older than the retention are pruned; the metrics
+    # textfile lists the slowest `slow_query_top` statements of the latest window.
+    slow_query_threshold_ms: float = 200.0
+    slow_query_retention_days: int = 30
+    slow_query_top: int = 10
     # The tier's scheduled jobs (job -> "30 1 * * * on db1 (postgres)"), written by roles/dbtier
     # from every host of the play, so that `dbtier status` on any host shows all of them.
     schedule: dict[str, str] = field(default_factory=dict)
@@ -189,4 +195,21 @@ def load(path: str | None = None, overrides: dict[str, Any] | None = None) -> Se
     for name, value in (overrides or {}).items():
         if value is not None:
             values[name] = value
-    return Settings(**{k: _coerce(k, v) for k, v in values.items()})
+    settings = Settings(**{k: _coerce(k, v) for k, v in values.items()})
+    _check_ranges(settings)
+    return settings
+
+
+# Settings whose value must lie in a range: name -> (lowest allowed, what to say).
+RANGES = {
+    "slow_query_threshold_ms": (0, "a number of milliseconds >= 0"),
+    "slow_query_retention_days": (1, "a number of days >= 1"),
+    "slow_query_top": (1, "a count >= 1"),
+}
+
+
+def _check_ranges(settings: Settings) -> None:
+    for name, (lowest, what) in RANGES.items():
+        value = getattr(settings, name)
+        if value < lowest:
+            raise UsageError(f"setting {name} must be {what} (got {value!r})")

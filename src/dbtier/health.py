@@ -3,13 +3,20 @@
 
 GET /health answers 200 "ok" only when `SELECT 1` through the local PgBouncer succeeds within the
 timeout, else 503 with the reason (PgBouncer down, the database behind it down or unreachable,
-authentication refused, no answer in time). HEAD /health the same without a body; anything else
-404. Each check runs psql in a child process that is killed at the timeout, so a hung PgBouncer or
-server never piles up checks; at most --max-checks run at once (beyond that: 503 "busy").
+authentication refused, no answer in time). HEAD /health the same without a body.
 
-Standard library and psql only: roles/pgbouncer installs this file alone on the PgBouncer hosts
-(no dbtier there) and runs it as an unprivileged user, with the health-check role's password in a
-libpq password file (PGPASSFILE).
+GET /metrics: PgBouncer's metrics for Prometheus (pgbouncermetrics.py), every process's admin
+console asked over its socket as the same login, which must be one of PgBouncer's stats_users;
+200 even when a process does not answer (its pgbouncer_up is 0). Anything else: 404.
+
+Each check or scrape runs psql in a child process that is killed at the timeout, so a hung
+PgBouncer or server never piles up checks; at most --max-checks checks and --max-scrapes scrapes
+run at once (beyond that: 503 "busy"; separate budgets, so scrapes never crowd out the load
+balancer's checks).
+
+Standard library and psql only: roles/pgbouncer installs this file and pgbouncermetrics.py alone on
+the PgBouncer hosts (no dbtier there) and runs it as an unprivileged user, with the health-check
+role's password in a libpq password file (PGPASSFILE; for the database and for `pgbouncer`).
 
     python3 health.py --port 8008 --dsn 'host=/var/run/postgresql port=6432 dbname=mockupaws'
 
@@ -28,7 +35,13 @@ import threading
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+if __package__:
+    from . import pgbouncermetrics
+else:  # run as a script: roles/pgbouncer installs pgbouncermetrics.py beside it
+    import pgbouncermetrics
+
 PATH = "/health"
+METRICS_PATH = "/metrics"
 
 
 def check(dsn: str, timeout: float, psql: str = "psql") -> tuple[bool, str]:
@@ -79,16 +92,26 @@ class Handler(BaseHTTPRequestHandler):
         self._answer(body=False)
 
     def _answer(self, body: bool) -> None:
-        if self.path.split("?", 1)[0] != PATH:
+        path = self.path.split("?", 1)[0]
+        if path == METRICS_PATH:
+            exposition = self.server.run_scrape()
+            if exposition is None:
+                self._send(503, "busy: earlier scrapes are still waiting for PgBouncer", body)
+            else:
+                self._send(200, exposition, body, pgbouncermetrics.CONTENT_TYPE)
+            return
+        if path != PATH:
             self._send(404, "not found", body)
             return
         healthy, reason = self.server.run_check()
         self._send(200 if healthy else 503, reason, body)
 
-    def _send(self, status: int, text: str, body: bool) -> None:
-        payload = (text + "\n").encode()
+    def _send(
+        self, status: int, text: str, body: bool, content_type: str = "text/plain; charset=utf-8"
+    ) -> None:
+        payload = (text if text.endswith("\n") else text + "\n").encode()
         self.send_response(status)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
@@ -109,13 +132,31 @@ class HealthServer(ThreadingHTTPServer):
         timeout: float,
         max_checks: int,
         psql: str,
+        max_scrapes: int = 2,
     ):
         super().__init__(address, Handler)
         self.dsns = [dsn] if isinstance(dsn, str) else list(dsn)
         self.timeout, self.psql = timeout, psql
         self._slots = threading.BoundedSemaphore(max_checks)
+        self._scrape_slots = threading.BoundedSemaphore(max_scrapes)
         self._last: bool | None = None
+        self._last_failures: list[str] = []
         self._lock = threading.Lock()
+
+    def run_scrape(self) -> str | None:
+        """The metrics of every process, or None when --max-scrapes are already running."""
+        if not self._scrape_slots.acquire(blocking=False):
+            return None
+        try:
+            exposition, failures = pgbouncermetrics.scrape(self.dsns, self.timeout, self.psql)
+        finally:
+            self._scrape_slots.release()
+        with self._lock:
+            if failures != self._last_failures:
+                message = "; ".join(failures) if failures else "every process answers again"
+                print(f"metrics: {message}", file=sys.stderr, flush=True)
+                self._last_failures = failures
+        return exposition
 
     def run_check(self) -> tuple[bool, str]:
         if not self._slots.acquire(blocking=False):
@@ -147,20 +188,32 @@ def main(argv: list[str] | None = None) -> int:
         "--dsn",
         required=True,
         action="append",
-        help="libpq connection string to the local PgBouncer; repeat it for each process",
+        help="libpq connection string (key=value) to the local PgBouncer, one per process",
     )
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds per check (default 3)")
     parser.add_argument(
         "--max-checks", type=int, default=4, help="checks running at once (default 4)"
     )
     parser.add_argument(
+        "--max-scrapes", type=int, default=2, help="/metrics scrapes running at once (default 2)"
+    )
+    parser.add_argument(
         "--psql", default=shutil.which("psql") or "/usr/bin/psql", help="psql to run"
     )
     args = parser.parse_args(argv)
     server = HealthServer(
-        (args.listen, args.port), args.dsn, args.timeout, args.max_checks, args.psql
+        (args.listen, args.port),
+        args.dsn,
+        args.timeout,
+        args.max_checks,
+        args.psql,
+        args.max_scrapes,
     )
-    print(f"health: listening on {args.listen}:{args.port}{PATH}", file=sys.stderr, flush=True)
+    print(
+        f"health: listening on {args.listen}:{args.port}{PATH} and {METRICS_PATH}",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:

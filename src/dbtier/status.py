@@ -397,6 +397,8 @@ def read_metrics(metrics_dir: str | None, report: Report) -> dict[str, Any]:
                     job, values[match[1]] = match[2], float(match[3])
         except (OSError, ValueError):
             continue  # being replaced, or not ours: the next run shows it
+        if not values:
+            continue  # a job's other textfile (dbtier_slow_queries_top.prom), not a job
         success = values.get("dbtier_job_last_success_timestamp_seconds")
         run = values.get("dbtier_job_last_run_timestamp_seconds")
         success_at = datetime.fromtimestamp(success, report.now.tzinfo) if success else None

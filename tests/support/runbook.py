@@ -5,6 +5,11 @@ Every ```sh block in docs/*.md is preceded by a marker comment (invisible when r
     <!-- run: db1 as postgres; id=scratch-pitr -->      a test runs it: on host db1, as postgres
     <!-- run: ops1 as dbtier; id=status; expect=1 -->   ... and expects that exit code
     <!-- not run: covered by tests/test_backup_s3.py::test_rds_point_in_time_restore -->
+    <!-- not run: covered by tests/a.py::test_x and molecule/default/tests/test_b.py::test_y -->
+
+A `not run` marker names the test(s) whose code runs each command of the block (checked by
+tests/test_docs_commands.py: the program and its first arguments are string literals of the test
+or of the helpers and fixtures it uses).
 
 A `run` block is executed as one bash script (set -euo pipefail) in a login-like shell of that
 user on that host of the Molecule stack. Variables the test provides (a target time, a scenario
@@ -112,3 +117,62 @@ def blocks(path: Path) -> list[Block]:
 
 def shell_blocks(path: Path) -> list[Block]:
     return [b for b in blocks(path) if b.language == "sh"]
+
+
+# --- what a block runs, for checking that a `not run` marker names a test that runs it -----------
+
+# A word that stands for something the reader fills in (or the shell expands): no longer a literal
+# argument a test could contain.
+PLACEHOLDER = re.compile(r"[$<>{}*`\\\"']|\.\.\.|^[A-Z][A-Z_]+$")
+SHELL_WORDS = {"for", "do", "done", "if", "then", "else", "fi", "while", "cd", "export", "set"}
+
+
+def logical_lines(text: str) -> list[str]:
+    """Lines with backslash continuations joined, comments and blank lines dropped."""
+    joined: list[str] = []
+    pending = ""
+    for raw in text.splitlines():
+        line = pending + raw
+        if line.rstrip().endswith("\\"):
+            pending = line.rstrip()[:-1] + " "
+            continue
+        pending = ""
+        line = re.sub(r"(^|\s)#.*$", "", line).strip()
+        if line:
+            joined.append(line)
+    return joined
+
+
+def commands(block: Block) -> list[list[str]]:
+    """The first simple command of each line of the block, as words (env assignments, `sudo -u
+    USER`, shell keywords and builtins left out)."""
+    found = []
+    for line in logical_lines(block.text):
+        first = re.split(r"\s(?:\||&&|\|\||;)\s|;\s*$", line)[0]
+        try:
+            words = shlex.split(first)
+        except ValueError:
+            words = first.split()
+        while words and ASSIGNMENT.match(words[0]) and "=" in words[0]:
+            words.pop(0)
+        if words[:1] == ["sudo"]:
+            words = words[3:] if words[1:2] == ["-u"] else words[1:]
+        if not words or words[0] in SHELL_WORDS or PLACEHOLDER.search(words[0]):
+            continue
+        found.append(words)
+    return found
+
+
+def command_key(words: list[str], arguments: int = 2) -> list[str]:
+    """The program and its first arguments as a test's source would spell them: paths by their
+    last component, options by their name; stops at the first placeholder."""
+    key = [words[0].rstrip("/").rsplit("/", 1)[-1]]
+    for word in words[1 : 1 + arguments]:
+        if word.startswith("-"):
+            word = word.split("=", 1)[0]
+        elif PLACEHOLDER.search(word) or "://" in word:  # a URL: this environment's endpoint
+            break
+        else:
+            word = word.rstrip("/").rsplit("/", 1)[-1]
+        key.append(word)
+    return key

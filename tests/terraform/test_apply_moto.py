@@ -116,7 +116,9 @@ def applied(terraform: Terraform, tmp_path_factory: pytest.TempPathFactory) -> I
             "-input=false",
             f"-backend-config={backend_config(base / 'b.hcl', moto)}",
         )
-        timed("apply", "apply", "-input=false", "-auto-approve")
+        # As docs/DEPLOYMENT.md step 3 has it: a saved plan, then apply exactly that plan.
+        timed("plan", "plan", "-input=false", "-out=tfplan")
+        timed("apply", "apply", "-input=false", "tfplan")
         out = terraform.run(workdir, "output", "-json", extra_env=env).stdout
         yield Applied(workdir, moto, terraform, env, json.loads(out), timings)
     finally:
@@ -189,7 +191,17 @@ def test_network_has_a_private_way_to_aws_and_nat(applied: Applied) -> None:
 
     endpoints = ec2.describe_vpc_endpoints(Filters=in_vpc)["VpcEndpoints"]
     by_service = {e["ServiceName"].rsplit(".", 1)[1]: e for e in endpoints}
-    services = ["kms", "secretsmanager", "ssm", "ssmmessages", "ec2messages", "logs", "sts", "rds"]
+    services = [
+        "kms",
+        "secretsmanager",
+        "ssm",
+        "ssmmessages",
+        "ec2messages",
+        "logs",
+        "sts",
+        "rds",
+        "sns",
+    ]
     assert set(by_service) == {"s3", *services}
     s3 = by_service["s3"]
     assert s3["VpcEndpointType"] == "Gateway"
@@ -288,6 +300,191 @@ def test_pgbouncer_health_check_and_ssm_access(applied: Applied) -> None:
     )
 
 
+@pytest.mark.skipif(shutil.which("aws") is None, reason="the AWS CLI is missing: make system-deps")
+def test_controller_policy_attaches_as_documented(applied: Applied) -> None:
+    """docs/DEPLOYMENT.md step 4: the controller policy from `terraform -chdir=... output -raw`,
+    attached with the AWS CLI to the role that runs Ansible (moto's IAM)."""
+    arn = applied.tf.run(
+        applied.workdir.parent.parent,
+        f"-chdir={applied.workdir}",
+        "output",
+        "-raw",
+        "ansible_controller_policy_arn",
+        extra_env=applied.env,
+    ).stdout.strip()
+    assert arn == applied.outputs["ansible_controller_policy_arn"]["value"]
+    iam = boto3.client("iam", **applied.moto.client_kwargs())
+    iam.create_role(RoleName="runs-ansible", AssumeRolePolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
+                       "Action": "sts:AssumeRole"}],
+    }))  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(applied.env, AWS_DEFAULT_REGION="us-east-1", AWS_PAGER="")
+    proc = subprocess.run(
+        ["aws", "--endpoint-url", applied.moto.url, "iam", "attach-role-policy",
+         "--role-name", "runs-ansible", "--policy-arn", arn],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    attached = iam.list_attached_role_policies(RoleName="runs-ansible")["AttachedPolicies"]
+    assert [p["PolicyArn"] for p in attached] == [arn]
+
+
+ALERTS = "dbtier-staging-alerts"
+ALARMS = {
+    "dbtier-staging-cpu",
+    "dbtier-staging-free-storage",
+    "dbtier-staging-connections",
+    "dbtier-staging-pgbouncer-1-status-check",
+    "dbtier-staging-pgbouncer-2-status-check",
+    "dbtier-staging-ops-status-check",
+    "dbtier-staging-pgbouncer-unhealthy-hosts",
+    "dbtier-staging-pgbouncer-no-healthy-hosts",
+}
+
+
+def statements(document: str | dict) -> list[dict]:
+    doc = json.loads(document) if isinstance(document, str) else document
+    found = doc["Statement"]
+    return found if isinstance(found, list) else [found]
+
+
+def as_list(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else value
+
+
+def test_alert_topic_encrypted_with_its_key_and_subscribed(applied: Applied) -> None:
+    topic_arn = applied.outputs["alerts_sns_topic_arn"]["value"]
+    assert topic_arn.endswith(f":{ALERTS}") and topic_arn.startswith("arn:aws:sns:us-east-1:")
+    sns = boto3.client("sns", **applied.moto.client_kwargs())
+    attributes = sns.get_topic_attributes(TopicArn=topic_arn)["Attributes"]
+
+    kms = boto3.client("kms", **applied.moto.client_kwargs())
+    key = kms.describe_key(KeyId=attributes["KmsMasterKeyId"])["KeyMetadata"]
+    assert key["KeyManager"] == "CUSTOMER" and key["KeyState"] == "Enabled"
+    assert kms.get_key_rotation_status(KeyId=key["KeyId"])["KeyRotationEnabled"]
+    aliases = kms.list_aliases(KeyId=key["KeyId"])["Aliases"]
+    assert [a["AliasName"] for a in aliases] == [f"alias/{ALERTS}"]
+    key_policy = statements(kms.get_key_policy(KeyId=key["KeyId"], PolicyName="default")["Policy"])
+    (cloudwatch,) = [s for s in key_policy if s.get("Sid") == "CloudWatchAlarmsUseTheKey"]
+    assert cloudwatch["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert set(as_list(cloudwatch["Action"])) == {"kms:GenerateDataKey*", "kms:Decrypt"}
+    account = topic_arn.split(":")[4]
+    assert cloudwatch["Condition"] == {"StringEquals": {"aws:SourceAccount": account}}
+
+    (publish,) = statements(attributes["Policy"])
+    assert publish["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert as_list(publish["Action"]) == ["sns:Publish"]
+    assert as_list(publish["Resource"]) == [topic_arn]
+    assert publish["Condition"]["StringEquals"] == {"aws:SourceAccount": account}
+    assert publish["Condition"]["ArnLike"] == {
+        "aws:SourceArn": f"arn:aws:cloudwatch:us-east-1:{account}:alarm:*"
+    }
+
+    subscriptions = sns.list_subscriptions_by_topic(TopicArn=topic_arn)["Subscriptions"]
+    assert [(s["Protocol"], s["Endpoint"]) for s in subscriptions] == [
+        ("email", "oncall-dbtier@example.com")
+    ]
+
+
+def test_every_alarm_notifies_the_alert_topic(applied: Applied) -> None:
+    topic_arn = applied.outputs["alerts_sns_topic_arn"]["value"]
+    cloudwatch = boto3.client("cloudwatch", **applied.moto.client_kwargs())
+    alarms = {a["AlarmName"]: a for a in cloudwatch.describe_alarms()["MetricAlarms"]}
+    assert set(alarms) == ALARMS
+    for name, alarm in alarms.items():
+        assert topic_arn in alarm["AlarmActions"], name
+        assert topic_arn in alarm["OKActions"], name
+        assert alarm["ActionsEnabled"], name
+
+    instance_ids = applied.outputs["instance_ids"]["value"]
+    for host, instance_id in instance_ids.items():
+        alarm = alarms[f"{host}-status-check"]
+        assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/EC2", "StatusCheckFailed")
+        assert alarm["Dimensions"] == [{"Name": "InstanceId", "Value": instance_id}]
+        assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
+
+    elb = boto3.client("elbv2", **applied.moto.client_kwargs())
+    (tg,) = elb.describe_target_groups(Names=["dbtier-staging-pgbouncer"])["TargetGroups"]
+    (lb_arn,) = tg["LoadBalancerArns"]
+    expected_dimensions = {
+        "TargetGroup": tg["TargetGroupArn"].split(":", 5)[5],
+        "LoadBalancer": lb_arn.split(":loadbalancer/", 1)[1],
+    }
+    for name, metric, comparison, threshold, missing in (
+        ("unhealthy-hosts", "UnHealthyHostCount", "GreaterThanThreshold", 0, "notBreaching"),
+        ("no-healthy-hosts", "HealthyHostCount", "LessThanThreshold", 1, "breaching"),
+    ):
+        alarm = alarms[f"dbtier-staging-pgbouncer-{name}"]
+        assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/NetworkELB", metric)
+        assert (alarm["ComparisonOperator"], alarm["Threshold"]) == (comparison, threshold)
+        assert alarm["TreatMissingData"] == missing
+        dims = {d["Name"]: d["Value"] for d in alarm["Dimensions"]}
+        assert dims == expected_dimensions, name
+
+
+def test_prometheus_scrape_rules(applied: Applied) -> None:
+    """Ops -> PgBouncer hosts on 9100 (node exporter) and 8008 (/metrics): by security group."""
+    ec2 = boto3.client("ec2", **applied.moto.client_kwargs())
+    groups = {
+        g["GroupName"]: g["GroupId"]
+        for g in ec2.describe_security_groups(
+            Filters=[{"Name": "vpc-id", "Values": [applied.outputs["vpc_id"]["value"]]}]
+        )["SecurityGroups"]
+    }
+    pgbouncer, ops = groups["dbtier-staging-pgbouncer"], groups["dbtier-staging-ops"]
+    rules = ec2.describe_security_group_rules(
+        Filters=[{"Name": "group-id", "Values": [pgbouncer, ops]}]
+    )["SecurityGroupRules"]
+
+    def by_group(group: str, egress: bool) -> set[tuple[int, int, str | None]]:
+        return {
+            (r["FromPort"], r["ToPort"], r.get("ReferencedGroupInfo", {}).get("GroupId"))
+            for r in rules
+            if r["GroupId"] == group and r["IsEgress"] == egress
+        }
+
+    assert {(9100, 9100, ops), (8008, 8008, ops)} <= by_group(pgbouncer, egress=False)
+    assert {(9100, 9100, pgbouncer), (8008, 8008, pgbouncer)} <= by_group(ops, egress=True)
+    # nothing reaches the ops host: Prometheus and Alertmanager only by SSM port forwarding
+    assert by_group(ops, egress=False) == set()
+    for rule in rules:
+        assert rule.get("CidrIpv4") != "0.0.0.0/0" or rule["IsEgress"], rule
+
+
+def test_ops_role_publishes_to_the_alert_topic_only(applied: Applied) -> None:
+    topic_arn = applied.outputs["alerts_sns_topic_arn"]["value"]
+    iam = boto3.client("iam", **applied.moto.client_kwargs())
+    role = applied.outputs["ops_role_arn"]["value"].rsplit("/", 1)[1]
+    (policy,) = [
+        p
+        for p in iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]
+        if p["PolicyName"] == role
+    ]
+    version = iam.get_policy(PolicyArn=policy["PolicyArn"])["Policy"]["DefaultVersionId"]
+    document = iam.get_policy_version(PolicyArn=policy["PolicyArn"], VersionId=version)
+    found = statements(document["PolicyVersion"]["Document"])
+    sns_statements = [
+        s for s in found if any(a.lower().startswith("sns:") for a in as_list(s["Action"]))
+    ]
+    assert len(sns_statements) == 1, sns_statements
+    (publish,) = sns_statements
+    assert publish["Effect"] == "Allow"
+    assert as_list(publish["Action"]) == ["sns:Publish"]
+    assert as_list(publish["Resource"]) == [topic_arn]
+
+    sns = boto3.client("sns", **applied.moto.client_kwargs())
+    key_id = sns.get_topic_attributes(TopicArn=topic_arn)["Attributes"]["KmsMasterKeyId"]
+    key_arn = boto3.client("kms", **applied.moto.client_kwargs()).describe_key(KeyId=key_id)[
+        "KeyMetadata"
+    ]["Arn"]
+    (key,) = [s for s in found if key_arn in as_list(s["Resource"])]
+    assert set(as_list(key["Action"])) == {"kms:GenerateDataKey", "kms:Decrypt"}
+    assert as_list(key["Resource"]) == [key_arn]
+    assert key["Condition"] == {"StringEquals": {"kms:ViaService": "sns.us-east-1.amazonaws.com"}}
+
+
 def test_backup_lifecycle_outlives_the_retention(applied: Applied) -> None:
     """Staging used to expire backups after 14 days while dbtier keeps them 30."""
     retention = applied.outputs["backup_retention_days"]["value"]
@@ -334,6 +531,9 @@ def test_inventory_from_real_outputs(applied: Applied, tmp_path: Path) -> None:
     assert v["ansible_connection"] == "amazon.aws.aws_ssm"
     assert v["ansible_aws_ssm_bucket_name"] == "mockupaws-dbtier-staging-ssm-transfer"
     assert v["ansible_aws_ssm_region"] == "us-east-1"
+    assert v["dbtier_alerts_sns_topic_arn"] == applied.outputs["alerts_sns_topic_arn"]["value"]
+    assert v["dbtier_alerts_sns_topic_arn"].endswith(":dbtier-staging-alerts")
+    assert v["monitoring_node_exporter_port"] == 9100
     ec2 = boto3.client("ec2", **applied.moto.client_kwargs())
     for host in inv["pgbouncer"]["hosts"] + inv["ops"]["hosts"]:
         hv = inv["_meta"]["hostvars"][host]

@@ -36,6 +36,8 @@ VARS = {
     "dbtier_postgresql_major": 15,
     "pgbouncer_health_port": 8008,
     "pgbouncer_health_path": "/health",
+    "dbtier_alerts_sns_topic_arn": "arn:aws:sns:us-east-1:123456789012:dbtier-production-alerts",
+    "monitoring_node_exporter_port": 9100,
     "ansible_connection": "amazon.aws.aws_ssm",
     "ansible_aws_ssm_bucket_name": "b-ssm",
     "ansible_aws_ssm_region": "us-east-1",
@@ -111,6 +113,15 @@ def test_dr_retention_network_and_engine_reach_the_roles(tmp_path: Path) -> None
     assert (v["pgbouncer_health_port"], v["pgbouncer_health_path"]) == (8008, "/health")
 
 
+def test_alert_topic_reaches_alertmanager(tmp_path: Path) -> None:
+    """The tier's SNS topic is Alertmanager's receiver (monitoring_alertmanager_sns_topic_arn)."""
+    v = json.loads(run(outputs(), "--list", tmp_path=tmp_path).stdout)["all"]["vars"]
+    assert v["dbtier_alerts_sns_topic_arn"] == (
+        "arn:aws:sns:us-east-1:123456789012:dbtier-production-alerts"
+    )
+    assert v["monitoring_node_exporter_port"] == 9100
+
+
 def test_ssm_connection_per_host(tmp_path: Path) -> None:
     """Ansible reaches the hosts over SSM: instance id per host, bucket and region for all."""
     inv = json.loads(run(outputs(), "--list", tmp_path=tmp_path).stdout)
@@ -151,6 +162,27 @@ def test_host(tmp_path: Path) -> None:
         (outputs(vars={**VARS, "postgresql_allowed_cidrs": "10.40.0.0/16"}), "CIDR"),
         (outputs(vars={**VARS, "dbtier_postgresql_major": "15"}), "dbtier_postgresql_major"),
         (outputs(vars={**VARS, "pgbouncer_health_port": 70000}), "pgbouncer_health_port"),
+        (
+            outputs(vars={k: v for k, v in VARS.items() if k != "dbtier_alerts_sns_topic_arn"}),
+            "lacks dbtier_alerts_sns_topic_arn",
+        ),
+        (
+            outputs(vars={**VARS, "dbtier_alerts_sns_topic_arn": "dbtier-production-alerts"}),
+            "dbtier_alerts_sns_topic_arn",
+        ),
+        (
+            outputs(
+                vars={
+                    **VARS,
+                    "dbtier_alerts_sns_topic_arn": "arn:aws:sqs:us-east-1:123456789012:alerts",
+                }
+            ),
+            "is not an SNS topic ARN",
+        ),
+        (
+            outputs(vars={**VARS, "monitoring_node_exporter_port": "9100"}),
+            "monitoring_node_exporter_port",
+        ),
     ],
 )
 def test_bad_outputs_one_line_error(tmp_path: Path, doc: object, message: str) -> None:

@@ -1,5 +1,7 @@
 """Verifier of molecule/auth-query: users missing from userlist.txt authenticate via auth_query."""
 
+import re
+
 import testinfra
 
 DB = testinfra.get_host("podman://dbtier-molaq-db1")
@@ -46,3 +48,17 @@ def test_wrong_password_and_superuser_are_refused():
 def test_listed_users_still_work():
     out = psql("SELECT current_user", "mockupaws_app", "insecure-local-app-password")
     assert out.rc == 0, out.stderr
+
+
+def test_metrics_read_every_process_as_a_stats_user():
+    """/metrics of the health service with auth_query on: the health login is in userlist.txt,
+    so PgBouncer's admin console authenticates it there (never through auth_query), as a stats
+    user, on every process."""
+    text = BOUNCER.file("/etc/pgbouncer/restart-settings").content_string
+    n = int(text.split("processes=")[1].split()[0])
+    out = BOUNCER.run("curl -s http://127.0.0.1:8008/metrics")
+    assert out.rc == 0, out.stderr
+    ups = re.findall(r'^pgbouncer_up\{process="(\d+)"\} (\S+)$', out.stdout, re.MULTILINE)
+    assert sorted(ups, key=lambda up: int(up[0])) == [(str(i), "1") for i in range(1, n + 1)], (
+        out.stdout
+    )

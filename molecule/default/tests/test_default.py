@@ -270,7 +270,7 @@ def test_credentials_env_points_libpq_at_the_password_file():
             DB,
             "postgres",
             ["backup base --quiet --primary-only", "backup full --quiet --primary-only"],
-            ["backup verify", "backup cleanup", "refresh-views", "archive"],
+            ["backup verify", "backup cleanup", "refresh-views", "archive", "slow-queries"],
         ),
         (
             OPS,
@@ -281,6 +281,7 @@ def test_credentials_env_points_libpq_at_the_password_file():
                 "backup cleanup --quiet",
                 "refresh-views --quiet",
                 "archive --all --primary-only --quiet",
+                "slow-queries collect --quiet",
             ],
             ["backup base", "backup full", "backup verify latest --quiet"],
         ),
@@ -413,6 +414,38 @@ def test_health_endpoint_for_the_load_balancer():
     assert rights == "t|f|f|f"
 
 
+def test_pgbouncer_metrics_for_prometheus():
+    """GET /metrics on the health service's port (8008 in the local inventory): pgbouncer_up 1 for
+    every PgBouncer process, whose admin consoles the health login reads as a stats user: SHOW
+    works for it, admin commands do not."""
+    n = _processes()
+    out = BOUNCER.run("curl -s http://127.0.0.1:8008/metrics")
+    assert out.rc == 0, out.stderr
+    ups = re.findall(r'^pgbouncer_up\{process="(\d+)"\} (\S+)$', out.stdout, re.MULTILINE)
+    assert sorted(ups, key=lambda up: int(up[0])) == [(str(i), "1") for i in range(1, n + 1)], (
+        out.stdout
+    )
+    assert "# TYPE pgbouncer_stats_xact_count_total counter" in out.stdout
+    for i in range(1, n + 1):
+        assert f'pgbouncer_max_client_conn{{process="{i}"}} 1000\n' in out.stdout
+        # the host's 25 shared out over the processes
+        size = f'pgbouncer_database_pool_size{{process="{i}",database="mockupaws"}} {-(-25 // n)}\n'
+        assert size in out.stdout
+    ini = BOUNCER.file("/etc/pgbouncer/pgbouncer.ini").content_string
+    assert re.search(rf"^stats_users = .*\b{HEALTH_USER}\b", ini, re.MULTILINE), ini
+    assert not re.search(rf"^admin_users = .*\b{HEALTH_USER}\b", ini, re.MULTILINE), ini
+    for command, allowed in (("SHOW POOLS", True), ("RELOAD", False)):
+        res = BOUNCER.run(
+            "PGPASSWORD=%s psql -X -At -h /var/run/postgresql -p 6432 -U %s -d pgbouncer -c %s",
+            HEALTH_PASSWORD,
+            HEALTH_USER,
+            command,
+        )
+        assert (res.rc == 0) is allowed, (command, res.stderr)
+        if not allowed:
+            assert "admin access needed" in res.stderr, res.stderr
+
+
 def test_scheduled_jobs_run_as_scheduled():
     """The commands the crontabs hold, as their users: backups on db1 (the primary), verification
     of the newest backup of each kind and the views from ops1."""
@@ -422,6 +455,7 @@ def test_scheduled_jobs_run_as_scheduled():
         (OPS, "dbtier", "backup verify latest --kind logical --quiet"),
         (OPS, "dbtier", "backup verify latest --kind base --quiet"),
         (OPS, "dbtier", "refresh-views --quiet"),
+        (OPS, "dbtier", "slow-queries collect --quiet"),
     ):
         out = host.run("runuser -u %s -- /usr/local/bin/dbtier-job " + command, user)
         assert out.rc == 0, f"{command} as {user}: {out.stderr}"

@@ -66,6 +66,11 @@ output "backup_expiration_days" {
   value       = module.tier.backup_expiration_days
 }
 
+output "alerts_sns_topic_arn" {
+  description = "SNS topic every CloudWatch alarm and Alertmanager notify (<name>-alerts, KMS-encrypted); subscribe people and paging services to it."
+  value       = module.tier.alerts_sns_topic_arn
+}
+
 output "ops_role_arn" {
   description = "IAM role of the ops and backup host."
   value       = module.tier.ops_role_arn

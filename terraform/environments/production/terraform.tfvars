@@ -30,6 +30,12 @@ backup_dr_bucket_name = "mockupaws-dbtier-production-backups-dr"
 backup_retention_days  = 35
 backup_expiration_days = 42
 
+# Alerts: every CloudWatch alarm and Alertmanager publish to the SNS topic dbtier-production-alerts.
+# PLACEHOLDER address: replace it with the team's real on-call address before applying (each
+# address must confirm the mail AWS sends). Paging services: alarm_sns_topic_arns or an HTTPS
+# subscription, see docs/DEPLOYMENT.md.
+alert_email_addresses = ["oncall-dbtier@example.com"]
+
 pgbouncer_count         = 2
 pgbouncer_instance_type = "t3.medium"
 ops_instance_type       = "t3.large"

@@ -34,6 +34,7 @@ module "tier" {
   db_performance_insights        = var.db_performance_insights
   db_monitoring_interval         = var.db_monitoring_interval
   alarm_sns_topic_arns           = var.alarm_sns_topic_arns
+  alert_email_addresses          = var.alert_email_addresses
 
   backup_bucket_name                = var.backup_bucket_name
   backup_dr_bucket_name             = var.backup_dr_bucket_name

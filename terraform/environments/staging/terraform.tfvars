@@ -31,6 +31,12 @@ backup_dr_bucket_name = "mockupaws-dbtier-staging-backups-dr"
 backup_retention_days  = 30
 backup_expiration_days = 37
 
+# Alerts: every CloudWatch alarm and Alertmanager publish to the SNS topic dbtier-staging-alerts.
+# PLACEHOLDER address: replace it with the team's real on-call address before applying (each
+# address must confirm the mail AWS sends). Paging services: alarm_sns_topic_arns or an HTTPS
+# subscription, see docs/DEPLOYMENT.md.
+alert_email_addresses = ["oncall-dbtier@example.com"]
+
 pgbouncer_count         = 2
 pgbouncer_instance_type = "t3.small"
 ops_instance_type       = "t3.medium"

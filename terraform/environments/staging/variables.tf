@@ -118,6 +118,11 @@ variable "db_monitoring_interval" {
   default = null
 }
 
+variable "alert_email_addresses" {
+  type    = list(string)
+  default = null
+}
+
 variable "alarm_sns_topic_arns" {
   type    = list(string)
   default = null

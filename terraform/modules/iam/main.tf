@@ -9,6 +9,8 @@ locals {
   restore_arns   = "${local.rds_prefix}:db:${local.restore_prefix}*"
   bucket_arns    = [var.backup_bucket_arn, var.dr_bucket_arn]
   object_arns    = flatten([for b in local.bucket_arns : [for p in var.object_prefixes : "${b}/${p}*"]])
+  # arn:aws:sns:REGION:ACCOUNT:NAME: the key may only be used by SNS of the topic's region
+  alerts_region = var.alerts_sns_topic_arn == null ? null : split(":", var.alerts_sns_topic_arn)[3]
 }
 
 data "aws_iam_policy_document" "assume" {
@@ -112,6 +114,31 @@ data "aws_iam_policy_document" "ops" {
       test     = "Bool"
       variable = "kms:GrantIsForAWSResource"
       values   = ["true"]
+    }
+  }
+
+  # Alertmanager's sns_configs with the instance role: publish to the alert topic and nothing
+  # else; its key only through SNS (what SNS calls to encrypt a message for the topic).
+  dynamic "statement" {
+    for_each = var.alerts_sns_topic_arn == null ? [] : [1]
+    content {
+      sid       = "PublishAlerts"
+      actions   = ["sns:Publish"]
+      resources = [var.alerts_sns_topic_arn]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.alerts_sns_topic_arn == null ? [] : [1]
+    content {
+      sid       = "AlertTopicKeyThroughSns"
+      actions   = ["kms:GenerateDataKey", "kms:Decrypt"]
+      resources = [var.alerts_kms_key_arn]
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = ["sns.${local.alerts_region}.amazonaws.com"]
+      }
     }
   }
 

@@ -97,6 +97,28 @@ variable "secret_arns" {
   default     = []
 }
 
+variable "alerts_sns_topic_arn" {
+  description = "The tier's alert topic (alerting module): the ops host (Alertmanager) may publish to it and to nothing else. null: no SNS permission."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.alerts_sns_topic_arn == null || can(regex("^arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]+$", var.alerts_sns_topic_arn))
+    error_message = "alerts_sns_topic_arn must be an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME) or null."
+  }
+}
+
+variable "alerts_kms_key_arn" {
+  description = "KMS key encrypting the alert topic: the ops host may use it through SNS only. Required with alerts_sns_topic_arn."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = (var.alerts_kms_key_arn == null) == (var.alerts_sns_topic_arn == null) && (var.alerts_kms_key_arn == null || can(regex("^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/", var.alerts_kms_key_arn)))
+    error_message = "alerts_kms_key_arn must be the KMS key ARN of the alert topic, given together with alerts_sns_topic_arn (or both null)."
+  }
+}
+
 variable "tags" {
   description = "Tags added to every resource."
   type        = map(string)

@@ -1,5 +1,5 @@
 terraform {
-  required_version = ">= 1.7.0"
+  required_version = ">= 1.9.0" # validations that compare variables
 
   required_providers {
     aws = {

@@ -192,6 +192,39 @@ resource "aws_vpc_security_group_ingress_rule" "pgbouncer_health_from_vpc" {
   cidr_ipv4         = local.vpc_cidr
 }
 
+# Prometheus runs on the ops host and scrapes the PgBouncer hosts: node exporter, and PgBouncer's
+# metrics on the health port (GET /metrics). It scrapes the ops host's own exporters without
+# leaving the host, so no rule is needed for those. Prometheus (9090) and Alertmanager (9093)
+# get no ingress at all: operators reach them by SSM port forwarding.
+locals {
+  scrape_ports = {
+    node-exporter     = { port = var.node_exporter_port, what = "node exporter" }
+    pgbouncer-metrics = { port = var.pgbouncer_health_port, what = "PgBouncer metrics (health service /metrics)" }
+  }
+}
+
+resource "aws_vpc_security_group_ingress_rule" "pgbouncer_scrape_from_ops" {
+  for_each = local.scrape_ports
+
+  security_group_id            = aws_security_group.pgbouncer.id
+  description                  = "Prometheus on the ops host scrapes ${each.value.what}"
+  ip_protocol                  = "tcp"
+  from_port                    = each.value.port
+  to_port                      = each.value.port
+  referenced_security_group_id = aws_security_group.ops.id
+}
+
+resource "aws_vpc_security_group_egress_rule" "ops_scrape_pgbouncer" {
+  for_each = local.scrape_ports
+
+  security_group_id            = aws_security_group.ops.id
+  description                  = "Prometheus scrapes ${each.value.what} on the PgBouncer hosts"
+  ip_protocol                  = "tcp"
+  from_port                    = each.value.port
+  to_port                      = each.value.port
+  referenced_security_group_id = aws_security_group.pgbouncer.id
+}
+
 resource "aws_vpc_security_group_ingress_rule" "rds_from_pgbouncer" {
   security_group_id            = aws_security_group.rds.id
   description                  = "PostgreSQL from PgBouncer"

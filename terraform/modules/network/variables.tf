@@ -76,9 +76,9 @@ variable "public_subnet_cidrs" {
 }
 
 variable "interface_endpoint_services" {
-  description = "AWS services reached through interface VPC endpoints with private DNS (only with create_vpc = true): KMS, Secrets Manager, the SSM agent's three, CloudWatch Logs, STS, and RDS (the ops host drives point-in-time restores)."
+  description = "AWS services reached through interface VPC endpoints with private DNS (only with create_vpc = true): KMS, Secrets Manager, the SSM agent's three, CloudWatch Logs, STS, RDS (the ops host drives point-in-time restores) and SNS (Alertmanager on the ops host publishes to the alert topic)."
   type        = list(string)
-  default     = ["kms", "secretsmanager", "ssm", "ssmmessages", "ec2messages", "logs", "sts", "rds"]
+  default     = ["kms", "secretsmanager", "ssm", "ssmmessages", "ec2messages", "logs", "sts", "rds", "sns"]
 
   validation {
     condition     = alltrue([for s in var.interface_endpoint_services : can(regex("^[a-z0-9.-]+$", s))]) && !contains(var.interface_endpoint_services, "s3")
@@ -94,6 +94,17 @@ variable "pgbouncer_health_port" {
   validation {
     condition     = var.pgbouncer_health_port > 1024 && var.pgbouncer_health_port < 65536 && var.pgbouncer_health_port != 6432
     error_message = "pgbouncer_health_port must be an unprivileged TCP port (1025-65535) other than PgBouncer's 6432."
+  }
+}
+
+variable "node_exporter_port" {
+  description = "Port of the Prometheus node exporter on the hosts (Ansible: monitoring_node_exporter_port): the PgBouncer hosts accept it from the ops security group, where Prometheus runs."
+  type        = number
+  default     = 9100
+
+  validation {
+    condition     = var.node_exporter_port > 1024 && var.node_exporter_port < 65536 && !contains([6432, var.pgbouncer_health_port], var.node_exporter_port)
+    error_message = "node_exporter_port must be an unprivileged TCP port (1025-65535) other than PgBouncer's 6432 and pgbouncer_health_port."
   }
 }
 

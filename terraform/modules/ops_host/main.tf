@@ -35,3 +35,22 @@ resource "aws_instance" "this" {
     ignore_changes = [ami, user_data_base64]
   }
 }
+
+# A failed system or instance status check: backups, Prometheus and Alertmanager run here. Named
+# like the RDS module's alarms (<name>-<what>); missing data (host stopped or gone) alarms too.
+resource "aws_cloudwatch_metric_alarm" "status_check" {
+  alarm_name          = "${var.name}-status-check"
+  alarm_description   = "EC2 ${var.name} (ops and backup host): status check failed for 2 minutes"
+  namespace           = "AWS/EC2"
+  metric_name         = "StatusCheckFailed"
+  statistic           = "Maximum"
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  period              = 60
+  evaluation_periods  = 2
+  treat_missing_data  = "breaching"
+  dimensions          = { InstanceId = aws_instance.this.id }
+  alarm_actions       = var.alarm_actions
+  ok_actions          = var.alarm_actions
+  tags                = var.tags
+}

@@ -7,3 +7,8 @@ output "host" {
     availability_zone = aws_instance.this.availability_zone
   }
 }
+
+output "alarm_arns" {
+  description = "CloudWatch alarm ARNs by name (<name>-status-check)."
+  value       = { (aws_cloudwatch_metric_alarm.status_check.alarm_name) = aws_cloudwatch_metric_alarm.status_check.arn }
+}

@@ -73,6 +73,17 @@ variable "ssh_key_name" {
   default     = null
 }
 
+variable "alarm_actions" {
+  description = "SNS topic ARNs notified by the CloudWatch alarms (and on recovery): the tier passes its alert topic."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for a in var.alarm_actions : can(regex("^arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]+$", a))])
+    error_message = "alarm_actions entries must be SNS topic ARNs."
+  }
+}
+
 variable "tags" {
   description = "Tags added to every resource."
   type        = map(string)

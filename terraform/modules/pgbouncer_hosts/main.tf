@@ -132,3 +132,75 @@ resource "aws_lb_listener" "this" {
 
   tags = var.tags
 }
+
+# --- CloudWatch alarms, named like the RDS module's (<name>-<what>), to alarm_actions ---------
+
+# A failed system or instance status check: the host is unreachable or impaired. Missing data
+# means the instance is stopped or gone, which the tier never does on purpose: it alarms too.
+resource "aws_cloudwatch_metric_alarm" "status_check" {
+  for_each = aws_instance.this
+
+  alarm_name          = "${each.key}-status-check"
+  alarm_description   = "EC2 ${each.key} (PgBouncer): status check failed for 2 minutes"
+  namespace           = "AWS/EC2"
+  metric_name         = "StatusCheckFailed"
+  statistic           = "Maximum"
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  period              = 60
+  evaluation_periods  = 2
+  treat_missing_data  = "breaching"
+  dimensions          = { InstanceId = each.value.id }
+  alarm_actions       = var.alarm_actions
+  ok_actions          = var.alarm_actions
+  tags                = var.tags
+}
+
+locals {
+  # One PgBouncer host out for 3 minutes (longer than a rolling restart) is worth a look; no
+  # healthy host at all for 2 minutes is an outage of the tier. An NLB with registered targets
+  # reports both every minute: missing data means it does not, so the outage alarm counts it.
+  target_alarms = {
+    unhealthy-hosts = {
+      metric      = "UnHealthyHostCount"
+      statistic   = "Maximum"
+      comparison  = "GreaterThanThreshold"
+      threshold   = 0
+      periods     = 3
+      missing     = "notBreaching"
+      description = "a PgBouncer host fails the NLB health check (${var.pgbouncer_health_path} on ${var.pgbouncer_health_port}) for 3 minutes"
+    }
+    no-healthy-hosts = {
+      metric      = "HealthyHostCount"
+      statistic   = "Minimum"
+      comparison  = "LessThanThreshold"
+      threshold   = 1
+      periods     = 2
+      missing     = "breaching"
+      description = "no healthy PgBouncer host behind the NLB for 2 minutes: applications cannot connect"
+    }
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "target_group" {
+  for_each = local.target_alarms
+
+  alarm_name          = "${var.name}-pgbouncer-${each.key}"
+  alarm_description   = "NLB ${aws_lb.this.name}: ${each.value.description}"
+  namespace           = "AWS/NetworkELB"
+  metric_name         = each.value.metric
+  statistic           = each.value.statistic
+  comparison_operator = each.value.comparison
+  threshold           = each.value.threshold
+  period              = 60
+  evaluation_periods  = each.value.periods
+  datapoints_to_alarm = each.value.periods
+  treat_missing_data  = each.value.missing
+  dimensions = {
+    TargetGroup  = aws_lb_target_group.this.arn_suffix
+    LoadBalancer = aws_lb.this.arn_suffix
+  }
+  alarm_actions = var.alarm_actions
+  ok_actions    = var.alarm_actions
+  tags          = var.tags
+}

@@ -42,3 +42,11 @@ output "health_check" {
     matcher = "200"
   }
 }
+
+output "alarm_arns" {
+  description = "CloudWatch alarm ARNs by name (<host>-status-check, <name>-pgbouncer-unhealthy-hosts, <name>-pgbouncer-no-healthy-hosts)."
+  value = merge(
+    { for k, a in aws_cloudwatch_metric_alarm.status_check : a.alarm_name => a.arn },
+    { for k, a in aws_cloudwatch_metric_alarm.target_group : a.alarm_name => a.arn },
+  )
+}

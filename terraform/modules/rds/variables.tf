@@ -227,9 +227,14 @@ variable "security_group_ids" {
 }
 
 variable "alarm_actions" {
-  description = "SNS topic ARNs notified by the CloudWatch alarms (and on recovery)."
+  description = "SNS topic ARNs notified by the CloudWatch alarms (and on recovery): the tier passes its alert topic."
   type        = list(string)
   default     = []
+
+  validation {
+    condition     = alltrue([for a in var.alarm_actions : can(regex("^arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]+$", a))])
+    error_message = "alarm_actions entries must be SNS topic ARNs."
+  }
 }
 
 variable "alarm_cpu_percent" {

@@ -138,7 +138,12 @@ data "aws_iam_policy_document" "controller" {
     actions = ["ssm:StartSession"]
     resources = concat(
       [for id in var.instance_ids : "arn:${local.partition}:ec2:${local.region}:${local.account}:instance/${id}"],
-      ["arn:${local.partition}:ssm:${local.region}::document/SSM-SessionManagerRunShell"],
+      # the default shell (Ansible), and port forwarding to the hosts' own ports (Prometheus
+      # 9090 and Alertmanager 9093 on the ops host have no security group opening)
+      [
+        "arn:${local.partition}:ssm:${local.region}::document/SSM-SessionManagerRunShell",
+        "arn:${local.partition}:ssm:${local.region}::document/AWS-StartPortForwardingSession",
+      ],
     )
   }
 

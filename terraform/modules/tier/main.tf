@@ -5,6 +5,9 @@
 locals {
   name   = "${var.project}-${var.environment}"
   ami_id = var.ami_id != null ? var.ami_id : data.aws_ami.debian[0].id
+
+  # every CloudWatch alarm of the tier notifies its alert topic, and any extra topics given
+  alarm_actions = distinct(concat([module.alerting.topic_arn], var.alarm_sns_topic_arns))
 }
 
 data "aws_ami" "debian" {
@@ -33,7 +36,16 @@ module "network" {
   enable_nat_gateway    = var.enable_nat_gateway
   public_subnet_cidrs   = var.public_subnet_cidrs
   pgbouncer_health_port = var.pgbouncer_health_port
+  node_exporter_port    = var.node_exporter_port
   tags                  = var.tags
+}
+
+module "alerting" {
+  source = "../alerting"
+
+  name            = local.name
+  email_addresses = var.alert_email_addresses
+  tags            = var.tags
 }
 
 module "backup_buckets" {
@@ -73,7 +85,7 @@ module "rds" {
   monitoring_interval          = var.db_monitoring_interval
   subnet_ids                   = module.network.private_subnet_ids
   security_group_ids           = [module.network.rds_security_group_id]
-  alarm_actions                = var.alarm_sns_topic_arns
+  alarm_actions                = local.alarm_actions
   tags                         = var.tags
 }
 
@@ -90,6 +102,8 @@ module "iam" {
   rds_subnet_group_name    = module.rds.subnet_group_name
   rds_parameter_group_name = module.rds.parameter_group_name
   secret_arns              = compact([module.rds.master_user_secret_arn])
+  alerts_sns_topic_arn     = module.alerting.topic_arn
+  alerts_kms_key_arn       = module.alerting.kms_key_arn
   ssm_session_manager      = true
   tags                     = var.tags
 }
@@ -110,6 +124,7 @@ module "pgbouncer_hosts" {
   ssh_key_name            = var.ssh_key_name
   detailed_monitoring     = var.detailed_monitoring
   nlb_deletion_protection = var.nlb_deletion_protection
+  alarm_actions           = local.alarm_actions
   tags                    = var.tags
 }
 
@@ -124,6 +139,7 @@ module "ops_host" {
   instance_profile_name = module.iam.instance_profile_name
   ssh_key_name          = var.ssh_key_name
   detailed_monitoring   = var.detailed_monitoring
+  alarm_actions         = local.alarm_actions
   tags                  = var.tags
 }
 

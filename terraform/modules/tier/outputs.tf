@@ -63,6 +63,10 @@ output "ansible_inventory" {
       pgbouncer_health_port     = module.pgbouncer_hosts.health_check.port
       pgbouncer_health_path     = module.pgbouncer_hosts.health_check.path
 
+      # monitoring: Alertmanager's SNS receiver, the port the security groups open for scrapes
+      dbtier_alerts_sns_topic_arn   = module.alerting.topic_arn
+      monitoring_node_exporter_port = var.node_exporter_port
+
       dbtier_vpc_cidr          = module.network.vpc_cidr
       postgresql_allowed_cidrs = module.network.private_subnet_cidrs
     }
@@ -127,6 +131,11 @@ output "backup_retention_days" {
 output "backup_expiration_days" {
   description = "Days after which S3 expires backup objects."
   value       = module.backup_buckets.expiration_days
+}
+
+output "alerts_sns_topic_arn" {
+  description = "SNS topic every CloudWatch alarm and Alertmanager notify (<name>-alerts, KMS-encrypted); subscribe people and paging services to it."
+  value       = module.alerting.topic_arn
 }
 
 output "ops_role_arn" {

@@ -145,8 +145,17 @@ variable "db_monitoring_interval" {
   nullable    = false
 }
 
+# --- alerting -------------------------------------------------------------------------------
+
+variable "alert_email_addresses" {
+  description = "Email addresses subscribed to the tier's alert topic (<project>-<environment>-alerts); each must confirm the mail AWS sends. Every CloudWatch alarm and Alertmanager publish there."
+  type        = list(string)
+  default     = []
+  nullable    = false
+}
+
 variable "alarm_sns_topic_arns" {
-  description = "SNS topics notified by the RDS alarms."
+  description = "Further SNS topics (e.g. an existing paging topic) notified by every CloudWatch alarm of the tier, besides its own alert topic."
   type        = list(string)
   default     = []
   nullable    = false
@@ -251,6 +260,13 @@ variable "pgbouncer_health_port" {
   description = "Port of the HTTP health endpoint Ansible serves on the PgBouncer hosts (ansible_inventory variable pgbouncer_health_port); the NLB checks it, the VPC CIDR may reach it."
   type        = number
   default     = 8008
+  nullable    = false
+}
+
+variable "node_exporter_port" {
+  description = "Port of the Prometheus node exporter on the hosts (ansible_inventory variable monitoring_node_exporter_port): the PgBouncer hosts accept it from the ops host, where Prometheus runs."
+  type        = number
+  default     = 9100
   nullable    = false
 }
 

@@ -50,6 +50,9 @@ mock_provider "aws" {
   mock_resource "aws_instance" {
     defaults = { id = "i-0123456789abcdef0", private_ip = "10.40.1.10" }
   }
+  mock_resource "aws_sns_topic" {
+    defaults = { arn = "arn:aws:sns:us-east-1:123456789012:dbtier-test-alerts" }
+  }
 }
 
 mock_provider "aws" {
@@ -79,7 +82,7 @@ run "tfvars_pass_every_check" {
         "dbtier_backup_region", "dbtier_dr_region", "dbtier_kms_key_id", "dbtier_backup_prefix",
         "dbtier_secondary_repository", "dbtier_secondary_region", "dbtier_retention_days",
         "postgresql_allowed_cidrs", "dbtier_vpc_cidr", "dbtier_postgresql_major", "dbtier_rds_restore_prefix",
-        "pgbouncer_health_port", "pgbouncer_health_path",
+        "pgbouncer_health_port", "pgbouncer_health_path", "dbtier_alerts_sns_topic_arn", "monitoring_node_exporter_port",
       ] : contains(keys(output.ansible_inventory.vars), k)
     ])
     error_message = "ansible_inventory.vars misses a variable the Ansible side reads"
@@ -99,5 +102,9 @@ run "tfvars_pass_every_check" {
   assert {
     condition     = output.ansible_inventory.vars.dbtier_environment == var.environment && output.ansible_inventory.vars.ansible_aws_ssm_bucket_name == var.ssm_bucket_name
     error_message = "names follow the environment"
+  }
+  assert {
+    condition     = length(var.alert_email_addresses) > 0
+    error_message = "the environment subscribes an address to its alert topic"
   }
 }

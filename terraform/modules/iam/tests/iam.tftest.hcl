@@ -126,3 +126,56 @@ run "rejects_non_rds_arn" {
   }
   expect_failures = [var.rds_instance_arn]
 }
+
+run "publishes_alerts_to_its_topic_only" {
+  command = plan
+  variables {
+    alerts_sns_topic_arn = "arn:aws:sns:us-east-1:123456789012:dbtier-test-alerts"
+    alerts_kms_key_arn   = "arn:aws:kms:us-east-1:123456789012:key/alerts"
+  }
+  assert {
+    condition = (
+      one([for s in data.aws_iam_policy_document.ops.statement : s.actions if s.sid == "PublishAlerts"]) == toset(["sns:Publish"]) &&
+      one([for s in data.aws_iam_policy_document.ops.statement : s.resources if s.sid == "PublishAlerts"]) == toset(["arn:aws:sns:us-east-1:123456789012:dbtier-test-alerts"])
+    )
+    error_message = "sns:Publish on the alert topic only"
+  }
+  assert {
+    condition     = length([for s in data.aws_iam_policy_document.ops.statement : s if anytrue([for a in s.actions : startswith(a, "sns:")])]) == 1
+    error_message = "no other statement grants an SNS action"
+  }
+  assert {
+    condition = (
+      one([for s in data.aws_iam_policy_document.ops.statement : s.actions if s.sid == "AlertTopicKeyThroughSns"]) == toset(["kms:GenerateDataKey", "kms:Decrypt"]) &&
+      one([for s in data.aws_iam_policy_document.ops.statement : s.resources if s.sid == "AlertTopicKeyThroughSns"]) == toset(["arn:aws:kms:us-east-1:123456789012:key/alerts"]) &&
+      one(one([for s in data.aws_iam_policy_document.ops.statement : s.condition if s.sid == "AlertTopicKeyThroughSns"])).variable == "kms:ViaService" &&
+      one(one([for s in data.aws_iam_policy_document.ops.statement : s.condition if s.sid == "AlertTopicKeyThroughSns"])).values == tolist(["sns.us-east-1.amazonaws.com"])
+    )
+    error_message = "the topic's key only through SNS of the topic's region"
+  }
+}
+
+run "no_sns_without_a_topic" {
+  command = plan
+  assert {
+    condition     = length([for s in data.aws_iam_policy_document.ops.statement : s if contains(["PublishAlerts", "AlertTopicKeyThroughSns"], s.sid)]) == 0
+    error_message = "no alert topic given, no SNS permission"
+  }
+}
+
+run "rejects_topic_without_its_key" {
+  command = plan
+  variables {
+    alerts_sns_topic_arn = "arn:aws:sns:us-east-1:123456789012:dbtier-test-alerts"
+  }
+  expect_failures = [var.alerts_kms_key_arn]
+}
+
+run "rejects_non_sns_topic" {
+  command = plan
+  variables {
+    alerts_sns_topic_arn = "arn:aws:sqs:us-east-1:123456789012:q"
+    alerts_kms_key_arn   = "arn:aws:kms:us-east-1:123456789012:key/alerts"
+  }
+  expect_failures = [var.alerts_sns_topic_arn]
+}

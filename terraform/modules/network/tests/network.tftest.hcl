@@ -88,9 +88,74 @@ run "only_the_three_paths_are_open" {
         aws_vpc_security_group_ingress_rule.rds_from_ops,
         aws_vpc_security_group_ingress_rule.endpoints_https[0],
       ] : !(r.from_port <= 22 && r.to_port >= 22)],
+      [for r in aws_vpc_security_group_ingress_rule.pgbouncer_scrape_from_ops : !(r.from_port <= 22 && r.to_port >= 22)],
     ]))
     error_message = "no ingress rule opens SSH (22): management goes through SSM Session Manager"
   }
+}
+
+run "prometheus_on_the_ops_host_scrapes_the_pgbouncer_hosts" {
+  command = apply
+
+  assert {
+    condition = (
+      aws_vpc_security_group_ingress_rule.pgbouncer_scrape_from_ops["node-exporter"].from_port == 9100 &&
+      aws_vpc_security_group_ingress_rule.pgbouncer_scrape_from_ops["node-exporter"].to_port == 9100 &&
+      aws_vpc_security_group_ingress_rule.pgbouncer_scrape_from_ops["pgbouncer-metrics"].from_port == 8008 &&
+      aws_vpc_security_group_ingress_rule.pgbouncer_scrape_from_ops["pgbouncer-metrics"].to_port == 8008
+    )
+    error_message = "the PgBouncer hosts accept node exporter (9100) and PgBouncer metrics (8008) scrapes"
+  }
+  assert {
+    condition = alltrue([
+      for r in aws_vpc_security_group_ingress_rule.pgbouncer_scrape_from_ops :
+      r.security_group_id == aws_security_group.pgbouncer.id && r.referenced_security_group_id == aws_security_group.ops.id &&
+      r.cidr_ipv4 == null && r.ip_protocol == "tcp" && length(r.description) > 0
+    ])
+    error_message = "scrapes come from the ops security group only, never from a CIDR"
+  }
+  assert {
+    condition = (
+      toset([for r in aws_vpc_security_group_egress_rule.ops_scrape_pgbouncer : r.from_port]) == toset([9100, 8008]) &&
+      alltrue([
+        for r in aws_vpc_security_group_egress_rule.ops_scrape_pgbouncer :
+        r.security_group_id == aws_security_group.ops.id && r.referenced_security_group_id == aws_security_group.pgbouncer.id &&
+        r.from_port == r.to_port && r.cidr_ipv4 == null && length(r.description) > 0
+      ])
+    )
+    error_message = "the ops host may open the scrape ports to the PgBouncer group only"
+  }
+  assert {
+    condition = !anytrue(flatten([
+      for r in aws_vpc_security_group_ingress_rule.pgbouncer_scrape_from_ops : [for p in [9090, 9093] : r.from_port <= p && r.to_port >= p]
+    ]))
+    error_message = "Prometheus (9090) and Alertmanager (9093) are reached by SSM port forwarding, not opened"
+  }
+}
+
+run "scrape_ports_follow_the_variables" {
+  command = plan
+  variables {
+    node_exporter_port    = 9200
+    pgbouncer_health_port = 8010
+  }
+  assert {
+    condition = (
+      aws_vpc_security_group_ingress_rule.pgbouncer_scrape_from_ops["node-exporter"].from_port == 9200 &&
+      aws_vpc_security_group_egress_rule.ops_scrape_pgbouncer["node-exporter"].to_port == 9200 &&
+      aws_vpc_security_group_ingress_rule.pgbouncer_scrape_from_ops["pgbouncer-metrics"].from_port == 8010 &&
+      aws_vpc_security_group_egress_rule.ops_scrape_pgbouncer["pgbouncer-metrics"].to_port == 8010
+    )
+    error_message = "node_exporter_port and pgbouncer_health_port set the scrape rules"
+  }
+}
+
+run "rejects_node_exporter_on_the_health_port" {
+  command = plan
+  variables {
+    node_exporter_port = 8008
+  }
+  expect_failures = [var.node_exporter_port]
 }
 
 run "endpoints_give_a_private_way_to_aws" {
@@ -109,8 +174,8 @@ run "endpoints_give_a_private_way_to_aws" {
     error_message = "each private subnet uses its own route table"
   }
   assert {
-    condition     = toset(keys(aws_vpc_endpoint.interface)) == toset(["kms", "secretsmanager", "ssm", "ssmmessages", "ec2messages", "logs", "sts", "rds"])
-    error_message = "interface endpoints for KMS, Secrets Manager, SSM (ssm, ssmmessages, ec2messages), Logs, STS and RDS"
+    condition     = toset(keys(aws_vpc_endpoint.interface)) == toset(["kms", "secretsmanager", "ssm", "ssmmessages", "ec2messages", "logs", "sts", "rds", "sns"])
+    error_message = "interface endpoints for KMS, Secrets Manager, SSM (ssm, ssmmessages, ec2messages), Logs, STS, RDS and SNS (alerts)"
   }
   assert {
     condition = alltrue([

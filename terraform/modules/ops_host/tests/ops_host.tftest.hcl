@@ -36,3 +36,35 @@ run "rejects_bad_ami" {
   }
   expect_failures = [var.ami_id]
 }
+
+run "status_check_alarm_notifies_the_alert_topic" {
+  command = apply
+  variables {
+    alarm_actions = ["arn:aws:sns:eu-central-1:123456789012:dbtier-test-alerts"]
+  }
+  assert {
+    condition = (
+      aws_cloudwatch_metric_alarm.status_check.alarm_name == "dbtier-test-ops-status-check" &&
+      aws_cloudwatch_metric_alarm.status_check.namespace == "AWS/EC2" &&
+      aws_cloudwatch_metric_alarm.status_check.metric_name == "StatusCheckFailed" &&
+      aws_cloudwatch_metric_alarm.status_check.dimensions == tomap({ InstanceId = aws_instance.this.id })
+    )
+    error_message = "one StatusCheckFailed alarm on the ops instance, named <name>-status-check"
+  }
+  assert {
+    condition = (
+      aws_cloudwatch_metric_alarm.status_check.alarm_actions == toset(["arn:aws:sns:eu-central-1:123456789012:dbtier-test-alerts"]) &&
+      aws_cloudwatch_metric_alarm.status_check.ok_actions == toset(["arn:aws:sns:eu-central-1:123456789012:dbtier-test-alerts"]) &&
+      aws_cloudwatch_metric_alarm.status_check.treat_missing_data == "breaching"
+    )
+    error_message = "the alarm and its recovery go to the alert topic; a stopped host alarms too"
+  }
+}
+
+run "rejects_a_non_sns_alarm_action" {
+  command = plan
+  variables {
+    alarm_actions = ["arn:aws:sqs:eu-central-1:123456789012:q"]
+  }
+  expect_failures = [var.alarm_actions]
+}

@@ -152,3 +152,57 @@ run "rejects_bad_ami" {
   }
   expect_failures = [var.ami_id]
 }
+
+run "alarms_notify_the_alert_topic" {
+  command = apply
+  variables {
+    alarm_actions = ["arn:aws:sns:us-east-1:123456789012:dbtier-test-alerts"]
+  }
+  assert {
+    condition     = toset([for a in aws_cloudwatch_metric_alarm.status_check : a.alarm_name]) == toset(["dbtier-test-pgbouncer-1-status-check", "dbtier-test-pgbouncer-2-status-check"])
+    error_message = "one status check alarm per PgBouncer host, named <host>-status-check"
+  }
+  assert {
+    condition = alltrue([
+      for k, a in aws_cloudwatch_metric_alarm.status_check :
+      a.metric_name == "StatusCheckFailed" && a.namespace == "AWS/EC2" && a.dimensions == tomap({ InstanceId = aws_instance.this[k].id })
+    ])
+    error_message = "each status check alarm watches its own instance"
+  }
+  assert {
+    condition = (
+      aws_cloudwatch_metric_alarm.target_group["unhealthy-hosts"].alarm_name == "dbtier-test-pgbouncer-unhealthy-hosts" &&
+      aws_cloudwatch_metric_alarm.target_group["unhealthy-hosts"].metric_name == "UnHealthyHostCount" &&
+      aws_cloudwatch_metric_alarm.target_group["unhealthy-hosts"].comparison_operator == "GreaterThanThreshold" &&
+      aws_cloudwatch_metric_alarm.target_group["unhealthy-hosts"].threshold == 0 &&
+      aws_cloudwatch_metric_alarm.target_group["no-healthy-hosts"].alarm_name == "dbtier-test-pgbouncer-no-healthy-hosts" &&
+      aws_cloudwatch_metric_alarm.target_group["no-healthy-hosts"].metric_name == "HealthyHostCount" &&
+      aws_cloudwatch_metric_alarm.target_group["no-healthy-hosts"].comparison_operator == "LessThanThreshold" &&
+      aws_cloudwatch_metric_alarm.target_group["no-healthy-hosts"].threshold == 1 &&
+      aws_cloudwatch_metric_alarm.target_group["no-healthy-hosts"].treat_missing_data == "breaching"
+    )
+    error_message = "NLB alarms: UnHealthyHostCount > 0, HealthyHostCount < 1 (missing data = no healthy host)"
+  }
+  assert {
+    condition = alltrue([
+      for a in aws_cloudwatch_metric_alarm.target_group :
+      a.namespace == "AWS/NetworkELB" && a.dimensions == tomap({ TargetGroup = aws_lb_target_group.this.arn_suffix, LoadBalancer = aws_lb.this.arn_suffix })
+    ])
+    error_message = "the NLB alarms watch this target group of this load balancer"
+  }
+  assert {
+    condition = alltrue([
+      for a in concat(values(aws_cloudwatch_metric_alarm.status_check), values(aws_cloudwatch_metric_alarm.target_group)) :
+      a.alarm_actions == toset(var.alarm_actions) && a.ok_actions == toset(var.alarm_actions)
+    ])
+    error_message = "every alarm and its recovery go to alarm_actions"
+  }
+}
+
+run "rejects_a_non_sns_alarm_action" {
+  command = plan
+  variables {
+    alarm_actions = ["oncall@example.com"]
+  }
+  expect_failures = [var.alarm_actions]
+}

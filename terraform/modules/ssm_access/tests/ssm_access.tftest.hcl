@@ -68,8 +68,9 @@ run "controller_may_reach_only_the_tier" {
       "arn:aws:ec2:us-east-1:123456789012:instance/i-0a1b2c3d",
       "arn:aws:ec2:us-east-1:123456789012:instance/i-0e1f2a3b",
       "arn:aws:ssm:us-east-1::document/SSM-SessionManagerRunShell",
+      "arn:aws:ssm:us-east-1::document/AWS-StartPortForwardingSession",
     ])
-    error_message = "sessions only to the tier's instances with the default shell document"
+    error_message = "sessions only to the tier's instances, with the default shell or port forwarding to the host itself"
   }
   assert {
     condition     = alltrue([for s in data.aws_iam_policy_document.controller.statement : alltrue([for r in s.resources : r != "*"]) && alltrue([for a in s.actions : !strcontains(a, "*")])])

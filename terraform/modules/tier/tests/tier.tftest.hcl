@@ -45,6 +45,9 @@ mock_provider "aws" {
   mock_resource "aws_instance" {
     defaults = { id = "i-0123456789abcdef0", private_ip = "10.40.1.10" }
   }
+  mock_resource "aws_sns_topic" {
+    defaults = { arn = "arn:aws:sns:us-east-1:123456789012:dbtier-test-alerts" }
+  }
 }
 
 mock_provider "aws" {
@@ -93,7 +96,7 @@ run "inventory_contract" {
         "dbtier_backup_region", "dbtier_dr_region", "dbtier_kms_key_id", "dbtier_backup_prefix",
         "dbtier_secondary_repository", "dbtier_secondary_region", "dbtier_retention_days",
         "postgresql_allowed_cidrs", "dbtier_vpc_cidr", "dbtier_postgresql_major", "dbtier_rds_restore_prefix",
-        "pgbouncer_health_port", "pgbouncer_health_path",
+        "pgbouncer_health_port", "pgbouncer_health_path", "dbtier_alerts_sns_topic_arn", "monitoring_node_exporter_port",
       ] : contains(keys(output.ansible_inventory.vars), k)
     ])
     error_message = "ansible_inventory.vars misses a variable the Ansible side reads"
@@ -140,13 +143,39 @@ run "inventory_contract" {
   }
 }
 
+run "every_environment_gets_an_alert_topic" {
+  command = apply
+
+  variables {
+    alert_email_addresses = ["oncall-dbtier@example.com"]
+    alarm_sns_topic_arns  = ["arn:aws:sns:us-east-1:123456789012:paging"]
+  }
+
+  assert {
+    condition     = output.alerts_sns_topic_arn == "arn:aws:sns:us-east-1:123456789012:dbtier-test-alerts" && output.ansible_inventory.vars.dbtier_alerts_sns_topic_arn == output.alerts_sns_topic_arn
+    error_message = "the alert topic is an output and reaches Ansible as dbtier_alerts_sns_topic_arn"
+  }
+  assert {
+    condition     = keys(module.alerting.email_subscription_arns) == ["oncall-dbtier@example.com"]
+    error_message = "alert_email_addresses are subscribed to the topic"
+  }
+  assert {
+    condition     = length(module.rds.alarm_arns) == 3 && length(module.pgbouncer_hosts.alarm_arns) == 4 && length(module.ops_host.alarm_arns) == 1
+    error_message = "RDS (3), PgBouncer status checks (2) and NLB (2), ops status check (1) alarms"
+  }
+  assert {
+    condition     = output.ansible_inventory.vars.monitoring_node_exporter_port == 9100
+    error_message = "the node exporter port the security groups open reaches Ansible"
+  }
+}
+
 run "health_port_is_one_value" {
   command = plan
   variables {
-    pgbouncer_health_port = 9100
+    pgbouncer_health_port = 8010
   }
   assert {
-    condition     = module.network.pgbouncer_security_group_id != "" && output.pgbouncer_health_check.port == 9100 && output.ansible_inventory.vars.pgbouncer_health_port == 9100
+    condition     = module.network.pgbouncer_security_group_id != "" && output.pgbouncer_health_check.port == 8010 && output.ansible_inventory.vars.pgbouncer_health_port == 8010
     error_message = "one pgbouncer_health_port for the NLB, the security group and Ansible"
   }
 }

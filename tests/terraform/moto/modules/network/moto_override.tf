@@ -16,3 +16,15 @@ resource "aws_vpc_security_group_egress_rule" "to_rds" {
     ignore_changes = [description]
   }
 }
+
+resource "aws_vpc_security_group_ingress_rule" "pgbouncer_scrape_from_ops" {
+  lifecycle {
+    ignore_changes = [description]
+  }
+}
+
+resource "aws_vpc_security_group_egress_rule" "ops_scrape_pgbouncer" {
+  lifecycle {
+    ignore_changes = [description]
+  }
+}

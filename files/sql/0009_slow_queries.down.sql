@@ -1,0 +1,13 @@
+DROP TABLE public.query_stats_snapshot;
+DROP TABLE public.query_stats_sample;
+DROP INDEX public.query_performance_log_seen_idx;
+ALTER TABLE public.query_performance_log
+    DROP CONSTRAINT query_performance_log_total_time_ms_check,
+    DROP CONSTRAINT query_performance_log_p95_ms_check,
+    DROP CONSTRAINT query_performance_log_window_check,
+    DROP COLUMN total_time_ms,
+    DROP COLUMN max_ms,
+    DROP COLUMN p95_ms,
+    DROP COLUMN window_end,
+    DROP COLUMN window_start,
+    DROP COLUMN queryid;
