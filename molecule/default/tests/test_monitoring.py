@@ -142,13 +142,6 @@ def test_every_target_is_up():
         ("prometheus", NAMES["ops1"]),
         ("alertmanager", NAMES["ops1"]),
     }
-    # The health service's /metrics may not be there yet (it comes with the PgBouncer metrics
-    # work): then only that target may be down, for that reason.
-    # (one network namespace: ops1 reaches pgbouncer1's health service on 127.0.0.1)
-    metrics = OPS.check_output(
-        "curl -s -o /dev/null -w '%%{http_code}' %s", "http://127.0.0.1:8008/metrics"
-    )
-    allowed_down = {("pgbouncer", NAMES["pgbouncer1"])} if metrics == "404" else set()
 
     def targets() -> dict[tuple[str, str], dict]:
         active = get_json(f"{PROMETHEUS}/api/v1/targets?state=active")["data"]["activeTargets"]
@@ -156,9 +149,7 @@ def test_every_target_is_up():
 
     def all_up() -> bool:
         seen = targets()
-        return set(seen) == expected and all(
-            t["health"] == "up" for key, t in seen.items() if key not in allowed_down
-        )
+        return set(seen) == expected and all(t["health"] == "up" for t in seen.values())
 
     wait_for(
         "every target up",
@@ -168,6 +159,7 @@ def test_every_target_is_up():
     )
     # the textfile metrics keep their own job label (honor_labels), the instance is the host
     assert query(f'dbtier_job_last_run_timestamp_seconds{{instance="{NAMES["db1"]}"}}')
+    assert query("pgbouncer_up == 1"), values("pgbouncer_up")
 
 
 def test_every_alert_rule_is_loaded():
