@@ -1,9 +1,6 @@
 """docs/CONFIGURATION.md states for each setting its default and the file that holds it: every
 table row is checked against that file (role defaults YAML, Terraform variables and tfvars, the
-archive policies' seed migration), so the page cannot drift from the code.
-
-The monitoring role's files come with the monitoring branch of issue 13: until they exist in this
-tree, the rows that name them are skipped with that reason (and checked once they do)."""
+archive policies' seed migration), so the page cannot drift from the code."""
 
 from __future__ import annotations
 
@@ -18,7 +15,6 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "CONFIGURATION.md"
 ENVIRONMENTS = ("staging", "production")
-ARRIVING = "ansible/roles/monitoring/"  # see the module docstring
 MISSING = object()
 
 
@@ -113,8 +109,6 @@ def test_each_variable_has_the_stated_default_where_stated(row: dict[str, str]) 
     name, where = code(row["variable"]), code(row["lives in"])
     assert name and where, f"{row}: name and file must be code spans"
     path = ROOT / where
-    if where.startswith(ARRIVING) and not path.exists():
-        pytest.skip(f"{where} comes with the monitoring branch (issue 13)")
     assert path.is_file(), f"{name}: {where} does not exist"
     actual = actual_default(path, name)
     stated = row["default"]
