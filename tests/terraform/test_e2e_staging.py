@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.support.tlsca import CAFiles, make_ca
 
@@ -366,11 +367,50 @@ def write_test_layer(stack: Stack, tls: CAFiles, client_tls: CAFiles, passwords:
                     "AWS_ACCESS_KEY_ID": ACCESS_KEY,
                     "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
                 },
+                # Alertmanager publishes to Terraform's alerts topic on moto (an instance role
+                # would sign in production), and alerts fire within seconds, not minutes
+                "monitoring_alertmanager_sns_api_url": stack.moto.url,
+                "monitoring_alertmanager_environment": {
+                    "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+                    "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+                },
+                "monitoring_scrape_interval": "5s",
+                "monitoring_evaluation_interval": "5s",
+                "monitoring_alertmanager_group_wait": "5s",
+                "monitoring_alert_for": {name: "0s" for name in alert_names()},
             },
             indent=2,
         )
     )
     return extra
+
+
+def alert_names() -> list[str]:
+    """Every alert of roles/monitoring (the keys of monitoring_alert_for)."""
+    defaults = ROOT / "ansible/roles/monitoring/defaults/main/alerts.yml"
+    return sorted(yaml.safe_load(defaults.read_text())["monitoring_alert_for"])
+
+
+def subscribe_queue(stack: Stack, topic_arn: str) -> tuple[object, str]:
+    """An SQS queue on moto subscribed to the alerts topic: what SNS delivers, the test reads."""
+    sqs = boto3.client("sqs", **stack.moto.client_kwargs())
+    url = sqs.create_queue(QueueName="e2e-alerts")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sns = boto3.client("sns", **stack.moto.client_kwargs())
+    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
+    return sqs, url
+
+
+def wait_for_alert_notification(sqs, url: str, timeout: float = 180) -> dict:
+    """The first message Alertmanager published to the topic, as SNS delivered it to SQS."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, WaitTimeSeconds=5)
+        for message in got.get("Messages", []):
+            return json.loads(message["Body"])
+    pytest.fail(f"no alert reached the SNS topic within {timeout:.0f} s", pytrace=False)
 
 
 def site(
@@ -495,6 +535,7 @@ def test_staging_end_to_end(terraform: Terraform) -> None:
         assert probe.stdout.strip() == "f|t|t|f", f"RDS stand-in: {probe.stdout}{probe.stderr}"
         stack.timings["rds stand-in"] = time.monotonic() - t
         extra = write_test_layer(stack, tls, client_tls, PASSWORDS)
+        sqs, alerts_queue = subscribe_queue(stack, v["dbtier_alerts_sns_topic_arn"])
 
         # 1. the first run configures everything
         site(stack, saved, extra)
@@ -515,6 +556,12 @@ def test_staging_end_to_end(terraform: Terraform) -> None:
         )  # fmt: skip
         assert re.search(r"^pg_up 1$", metrics.stdout, re.M), f"postgres exporter: {metrics}"
         assert "dbtier_archiver_failed_count" in metrics.stdout, metrics.stdout[-2000:]
+        # an alert reaches on-call through the topic Terraform created: no logical backup was taken
+        # yet, so BackupStale fires, and Alertmanager publishes it to SNS (signed, moto's API)
+        notification = wait_for_alert_notification(sqs, alerts_queue)
+        assert notification.get("TopicArn") == v["dbtier_alerts_sns_topic_arn"], notification
+        assert "[FIRING" in notification.get("Subject", ""), notification
+        assert "alertname" in notification.get("Message", ""), notification
 
         # 3. rotate the app password: the new one works through PgBouncer, the old is refused
         old = PASSWORDS["dbtier_app_password"]
@@ -552,10 +599,7 @@ def test_staging_end_to_end(terraform: Terraform) -> None:
         assert "not applied yet" in why[0] or "terraform output" in why[0], why[0]
         assert "PLAY RECAP" not in text, f"a play ran without Terraform state: {text[-2000:]}"
         # 5. a logical backup from the ops host lands in S3, verifies, and is copied to DR
-        # KNOWN FAILURE (2026-11-30): roles/dbtier's venv uses Debian bookworm's python3-boto3
-        # (1.26, --system-site-packages), whose PutObject has no IfNoneMatch (create-if-absent,
-        # botocore >= 1.35): "Unknown parameter in input: IfNoneMatch". Needs a newer boto3 in
-        # the venv (pyproject says boto3>=1.34, which is not enough either).
+        # (with Debian 12's botocore on the host: create-if-absent is a signed If-None-Match header)
         ops = stack.containers["dbtier-staging-ops"]
         backup = stack.exec(
             ops, "runuser", "-u", "dbtier", "--", "dbtier-job", "backup", "full", check=False
