@@ -22,6 +22,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -71,6 +72,20 @@ class Block:
                 continue
             lines.append(line)
         return "\n".join(lines) + "\n"
+
+    def run_on(self, host: Any, variables: dict[str, str] | None = None) -> Any:
+        """Run the block on a testinfra host as its marker's user, as an operator would, and
+        check the exit code the docs expect; returns testinfra's command result."""
+        script = self.script(variables)
+        if self.user == "root":
+            result = host.run("bash -c %s", script)
+        else:
+            result = host.run("cd /tmp && runuser -u %s -- bash -c %s", self.user, script)
+        assert result.rc == self.expect, (
+            f"{self.where} ({self.id}) exited {result.rc}, the docs expect {self.expect}:\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+        return result
 
 
 def _parse_marker(kind: str, body: str) -> tuple[str, dict[str, str]]:

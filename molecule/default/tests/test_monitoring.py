@@ -63,17 +63,8 @@ def wait_for(what: str, check: Callable[[], bool], seen: Callable[[], str], time
 
 def run_block(block_id: str) -> str:
     block = BLOCKS[block_id]
-    host = HOSTS[block.host]
-    if block.user == "root":
-        result = host.run("bash -c %s", block.script())
-    else:
-        result = host.run("cd /tmp && runuser -u %s -- bash -c %s", block.user, block.script())
     RAN.add(block_id)
-    assert result.rc == block.expect, (
-        f"{block.where} ({block_id}) exited {result.rc}, the docs expect {block.expect}:\n"
-        f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    )
-    return result.stdout
+    return block.run_on(HOSTS[block.host]).stdout
 
 
 def sql(statement: str) -> str:

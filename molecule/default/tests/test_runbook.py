@@ -34,18 +34,8 @@ STATE: dict[str, str] = {}
 def run_block(block_id, **variables):
     """Run one documented block as its marker says; returns the command result."""
     block = BLOCKS[block_id]
-    host = HOSTS[block.host]
-    script = block.script(variables)
-    if block.user == "root":
-        result = host.run("bash -c %s", script)
-    else:
-        result = host.run("cd /tmp && runuser -u %s -- bash -c %s", block.user, script)
     RAN.add(block_id)
-    assert result.rc == block.expect, (
-        f"{block.where} ({block_id}) exited {result.rc}, the docs expect {block.expect}:\n"
-        f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    )
-    return result
+    return block.run_on(HOSTS[block.host], variables)
 
 
 def sql(query, dbname="mockupaws"):
