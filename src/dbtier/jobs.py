@@ -274,11 +274,17 @@ def write_metrics(metrics_dir: str | None, job: Job, ok: bool, finished: float) 
             f"# TYPE {name} {kind}",
             f'{name}{{job="{job.name}"}} {value}',
         ]
+    write_textfile(path, "\n".join(lines) + "\n")
+
+
+def write_textfile(path: Path, text: str) -> None:
+    """Replace a node_exporter textfile atomically (it never reads half a file); a directory
+    that cannot be written costs a warning, never the job."""
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".dbtier_{job.name}.", suffix=".tmp")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
         with os.fdopen(fd, "w") as handle:
-            handle.write("\n".join(lines) + "\n")
+            handle.write(text)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except OSError as exc:

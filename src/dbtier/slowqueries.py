@@ -14,10 +14,8 @@ leaves the previous sample, and the next collect counts the same calls exactly o
 from __future__ import annotations
 
 import math
-import os
 import re
 import socket
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +25,7 @@ from typing import Any
 
 from .config import Settings
 from .errors import DbtierError, UsageError
-from .jobs import Job, log, run_job
+from .jobs import Job, log, run_job, write_textfile
 
 JOB_NAME = "slow_queries"
 TOP_FILE = "dbtier_slow_queries_top.prom"
@@ -483,21 +481,9 @@ def top_text(slow: list[Slow], count: int, window_seconds: float) -> str:
 
 
 def write_top(metrics_dir: str | None, slow: list[Slow], count: int, seconds: float) -> None:
-    """Replace the textfile atomically (node_exporter never reads half a file); rewritten on
-    every collect, so a statement no longer slow drops out."""
-    if not metrics_dir:
-        return
-    directory = Path(metrics_dir)
-    path = directory / TOP_FILE
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".dbtier_slow_queries_top.", suffix=".tmp")
-        with os.fdopen(fd, "w") as handle:
-            handle.write(top_text(slow, count, seconds))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as exc:
-        log("metrics.unwritable", "warning", path=str(path), reason=str(exc))
+    """Rewritten on every collect, so a statement no longer slow drops out."""
+    if metrics_dir:
+        write_textfile(Path(metrics_dir) / TOP_FILE, top_text(slow, count, seconds))
 
 
 # -------------------------------------------------------------------------------------- prune
