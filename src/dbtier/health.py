@@ -64,16 +64,7 @@ def check_all(dsns: Sequence[str], timeout: float, psql: str = "psql") -> tuple[
     else the first failure's reason, naming the process when there are several."""
     if len(dsns) == 1:
         return check(dsns[0], timeout, psql)
-    results: list[tuple[bool, str]] = [(False, "not checked")] * len(dsns)
-
-    def one(i: int) -> None:
-        results[i] = check(dsns[i], timeout, psql)
-
-    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(len(dsns))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = pgbouncermetrics.at_once(lambda dsn: check(dsn, timeout, psql), dsns)
     for i, (healthy, reason) in enumerate(results):
         if not healthy:
             return False, f"process {i + 1} of {len(dsns)}: {reason}"

@@ -17,10 +17,11 @@ import csv
 import io
 import math
 import subprocess
-import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SECTIONS = ("LISTS", "POOLS", "DATABASES", "STATS", "CONFIG")
@@ -232,23 +233,29 @@ def render(samples: Iterable[Sample]) -> str:
     return "\n".join(lines) + "\n"
 
 
+T = TypeVar("T")
+
+
+def at_once(fn: Callable[[str], T], dsns: Sequence[str]) -> list[T]:
+    """fn on every process's DSN at the same time (one psql each, each bounded by its own
+    timeout), results in `dsns` order: the health check and the scrape wait for the slowest
+    process, not for the sum of them."""
+    with ThreadPoolExecutor(max_workers=max(1, len(dsns))) as pool:
+        return list(pool.map(fn, dsns))
+
+
 def scrape(dsns: Sequence[str], timeout: float, psql: str = "psql") -> tuple[str, list[str]]:
     """(exposition, failures): every process (label process="1".."N", in `dsns` order) asked at
     once; failures are "process N of M: reason" for those that gave pgbouncer_up 0."""
     started = time.monotonic()
-    results: list[dict[str, Rows] | ScrapeError] = [ScrapeError("not asked")] * len(dsns)
 
-    def one(i: int) -> None:
+    def one(dsn: str) -> dict[str, Rows] | ScrapeError:
         try:
-            results[i] = query(dsns[i], timeout, psql)
+            return query(dsn, timeout, psql)
         except ScrapeError as exc:
-            results[i] = exc
+            return exc
 
-    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(len(dsns))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = at_once(one, dsns)
     samples: list[Sample] = []
     failures: list[str] = []
     for i, result in enumerate(results):
